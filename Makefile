@@ -1,0 +1,35 @@
+# The README's commands: `make demo` (the main job on the embedded local stack) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install tools test demo bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Independent DICOM tools the tests decode with (Debian's GDCM); installed when missing.
+tools:
+	@command -v gdcmconv >/dev/null 2>&1 || { \
+	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks"; \
+	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip) >/dev/null; }
+
+test: $(STAMP) tools
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m pipeline demo
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build .pytest_cache
+
+-include deploy.mk

@@ -1,0 +1,64 @@
+"""The one interface every image codec implements (cf. pydicom's encoder plugins).
+
+A codec turns one frame (as ``pixel_array`` gives it: masked to Bits Stored, sign-extended)
+into a codestream, and tells the dataset writer what it did: transfer syntax, lossy method,
+photometric interpretation after any colour transform.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class CodecLimit(Exception):
+    """The image is outside what this codec can represent; the file is kept as-is."""
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """The image attributes a codec needs, taken from the source dataset."""
+
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    photometric: str
+
+
+class FrameCodec(ABC):
+    """Encode frames of one image; one instance per (codec, settings)."""
+
+    #: Transfer Syntax UID of the output.
+    transfer_syntax: str
+    #: ``True`` when decoded pixels may differ from the source.
+    lossy: bool
+    #: Lossy Image Compression Method (0028,2114) value, e.g. ``ISO_15444_1``.
+    method: str
+    #: Smallest rows/columns the codec accepts.
+    min_size: int = 1
+
+    def check(self, spec: FrameSpec) -> None:
+        """Raise :class:`CodecLimit` when ``spec`` is outside the codec's range."""
+        if spec.bits_allocated not in (8, 16):
+            raise CodecLimit(f"{spec.bits_allocated}-bit pixels: JPEG 2000 re-encoding supports 8 and 16 bits allocated")
+        if not 1 < spec.bits_stored <= spec.bits_allocated:
+            raise CodecLimit(f"Bits Stored {spec.bits_stored} is not supported with {spec.bits_allocated} bits allocated")
+        if spec.samples_per_pixel not in (1, 3):
+            raise CodecLimit(f"{spec.samples_per_pixel} samples per pixel: only 1 or 3 are supported")
+        if min(spec.rows, spec.columns) < self.min_size:
+            raise CodecLimit(
+                f"{spec.rows}x{spec.columns} image: smaller than the encoder's {self.min_size}x{self.min_size} minimum"
+            )
+
+    def output_photometric(self, spec: FrameSpec) -> str:
+        """Photometric Interpretation of the encoded image."""
+        return spec.photometric
+
+    @abstractmethod
+    def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
+        """Return one raw codestream (not a JP2 file) for ``frame``."""

@@ -1,0 +1,75 @@
+"""JPEG 2000 Part 1 (ISO 15444-1) through pylibjpeg-openjpeg: the default codec.
+
+pylibjpeg-openjpeg holds the GIL and is not thread-safe: call it from one thread per
+process (the engine's workers are processes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.codec.base import CodecLimit, FrameCodec, FrameSpec
+
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+J2K_LOSSY = "1.2.840.10008.1.2.4.91"
+
+# OpenJPEG uses 6 resolution levels: 2**5 is the smallest side it will take.
+_MIN_SIDE = 32
+# openjpeg's colour-space codes.
+_SRGB, _GREY, _SYCC = 1, 2, 3
+
+
+def _colour_code(photometric: str) -> int:
+    if photometric == "RGB":
+        return _SRGB
+    if photometric.startswith("YBR"):
+        return _SYCC
+    return _GREY
+
+
+def native_contiguous(frame: np.ndarray) -> np.ndarray:
+    """The encoders read raw memory: byte-swap big-endian sources and drop strides."""
+    if not frame.dtype.isnative:
+        frame = frame.astype(frame.dtype.newbyteorder("="))
+    return np.ascontiguousarray(frame)
+
+
+class J2KCodec(FrameCodec):
+    """Reversible 5/3 (lossless) or irreversible 9/7 at a target rate (lossy)."""
+
+    method = "ISO_15444_1"
+    min_size = _MIN_SIDE
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.lossy = rate is not None
+        self.transfer_syntax = J2K_LOSSY if self.lossy else J2K_LOSSLESS
+
+    def check(self, spec: FrameSpec) -> None:
+        super().check(spec)
+        if spec.photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "PALETTE COLOR"):
+            raise CodecLimit(f"Photometric Interpretation {spec.photometric} cannot be stored as JPEG 2000 without conversion")
+        if self.lossy and spec.photometric == "PALETTE COLOR":
+            raise CodecLimit("PALETTE COLOR: lossy compression would change palette indices, so colours")
+
+    def output_photometric(self, spec: FrameSpec) -> str:
+        if spec.photometric == "RGB":
+            return "YBR_ICT" if self.lossy else "YBR_RCT"
+        return spec.photometric
+
+    def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
+        import openjpeg  # heavy native import, only where encoding happens
+
+        kwargs = {}
+        if self.lossy:
+            # OpenJPEG's rate is relative to Bits Stored; ours to the allocated size (pydicom's j2k_cr).
+            kwargs["compression_ratios"] = [float(self.rate) * spec.bits_stored / spec.bits_allocated]
+        return bytes(
+            openjpeg.encode(
+                native_contiguous(frame),
+                bits_stored=spec.bits_stored,
+                photometric_interpretation=_colour_code(spec.photometric),
+                use_mct=spec.photometric == "RGB",
+                **kwargs,
+            )
+        )

@@ -1,0 +1,104 @@
+"""Dataset edits for re-encoded pixel data (REFERENCE.md section 2), and nothing else.
+
+Only the elements the standard requires to change are touched: transfer syntax, Pixel Data,
+Photometric Interpretation and Planar Configuration for colour, and for lossy output the lossy
+attributes, Image Type value 1 and the SOP Instance UIDs. Private tags, character set, padding
+values and VRs are left as they were.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any, Sequence
+
+import numpy as np
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.encaps import encapsulate, encapsulate_extended
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import generate_uid
+
+from pipeline.codec.base import FrameCodec
+
+_MAX_BOT_BYTES = 0xFFFFFFFF
+_SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+UID_NAMESPACE = "dicom-compression/v1"
+
+
+def derived_uid(original_uid: str, settings_fingerprint: str) -> str:
+    """Deterministic new UID for a lossy derivative: same source + settings -> same UID."""
+    return generate_uid(entropy_srcs=[UID_NAMESPACE, original_uid, settings_fingerprint])
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return [value]
+    return list(value)
+
+
+def _format_ds(value: float) -> str:
+    """A Decimal String (max 16 characters) for a compression ratio."""
+    return f"{value:.2f}"[:16]
+
+
+def swap_big_endian_words(ds: Dataset) -> None:
+    """Byte-swap OW/OF/OL/OD/OV values, which pydicom cannot convert by itself to little endian."""
+    for elem in ds.iterall():
+        width = _SWAP_WIDTH.get(elem.VR)
+        if width and elem.tag != 0x7FE00010 and isinstance(elem.value, (bytes, bytearray)) and elem.value:
+            raw = bytes(elem.value)
+            if len(raw) % width == 0:
+                elem.value = np.frombuffer(raw, dtype=f">u{width}").astype(f"<u{width}").tobytes()
+
+
+def has_unknown_vr(ds: Dataset) -> bool:
+    """UN values have no known structure, so their byte order cannot be fixed."""
+    return any(elem.VR == "UN" for elem in ds.iterall())
+
+
+def write_encapsulated(
+    ds: FileDataset,
+    frames: list[bytes],
+    codec: FrameCodec,
+    *,
+    photometric: str,
+    ratio: float,
+    settings_fingerprint: str,
+    source_digest: str,
+) -> bytes:
+    """Put ``frames`` into ``ds`` as encapsulated Pixel Data and return the Part 10 bytes."""
+    if sum(len(f) + 8 for f in frames) > _MAX_BOT_BYTES:
+        pixel_data, eot, eot_lengths = encapsulate_extended(frames)
+        ds.ExtendedOffsetTable = eot
+        ds.ExtendedOffsetTableLengths = eot_lengths
+    else:
+        pixel_data = encapsulate(frames, has_bot=True)
+    ds.PixelData = pixel_data
+    elem = ds["PixelData"]
+    elem.VR = "OB"
+    elem.is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = codec.transfer_syntax
+
+    if photometric != ds.PhotometricInterpretation:
+        ds.PhotometricInterpretation = photometric
+    if int(ds.get("SamplesPerPixel", 1)) > 1:
+        ds.PlanarConfiguration = 0
+
+    if codec.lossy:
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionRatio = _as_list(ds.get("LossyImageCompressionRatio")) + [_format_ds(ratio)]
+        ds.LossyImageCompressionMethod = _as_list(ds.get("LossyImageCompressionMethod")) + [codec.method]
+        image_type = _as_list(ds.get("ImageType"))
+        if image_type:
+            image_type[0] = "DERIVED"
+            ds.ImageType = image_type if len(image_type) > 1 else image_type[0]
+        # Without a UID to derive from, the source bytes stand in, so distinct files never collide.
+        old_uid = str(ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
+        new_uid = derived_uid(old_uid or f"sha256:{source_digest}", settings_fingerprint)
+        ds.SOPInstanceUID = new_uid
+        ds.file_meta.MediaStorageSOPInstanceUID = new_uid
+
+    out = BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()

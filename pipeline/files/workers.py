@@ -1,0 +1,148 @@
+"""Run :func:`process_file` in worker processes over ``Pipe``s.
+
+Why processes and pipes: pylibjpeg-openjpeg holds the GIL and crashes under threads, and
+Lambda has no /dev/shm, so ``multiprocessing.Pool``/``Queue`` fail there while ``Process`` +
+``Pipe`` work. One worker runs inline, paying for none of this machinery.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Iterable, Iterator
+
+from pipeline.config import CompressionSettings
+from pipeline.files.outcome import FileOutcome
+from pipeline.files.process import process_file
+
+Job = tuple[str, bytes]
+
+#: Jobs queued per worker beyond the one it is encoding: keeps the worker busy, memory flat.
+_DEPTH = 2
+
+
+def available_cpus(env: dict[str, str] | None = None) -> int:
+    """CPUs this process may really use: Lambda's share from its memory size, else the affinity mask."""
+    env = dict(os.environ) if env is None else env
+    memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    if memory and memory.isdigit():
+        return max(1, min(6, int(memory) // 1769))  # 1,769 MB = 1 vCPU; 10,240 MB = 6
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _serve(conn: Connection, settings: CompressionSettings) -> None:
+    from pipeline.codec import codec_for
+
+    codec = codec_for(settings)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        seq, path, data = job
+        conn.send((seq, process_file(path, data, settings, codec)))
+
+
+class _Worker:
+    def __init__(self, ctx: mp.context.BaseContext, settings: CompressionSettings) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, settings), daemon=True)
+        self.proc.start()
+        child.close()
+        self.in_flight: dict[int, Job] = {}
+
+
+def process_files(
+    jobs: Iterable[Job],
+    settings: CompressionSettings,
+    workers: int = 1,
+) -> Iterator[FileOutcome]:
+    """Outcomes in job order; a file whose worker dies is kept as-is with a warning."""
+    if workers <= 1:
+        from pipeline.codec import codec_for
+
+        codec = codec_for(settings)
+        for path, data in jobs:
+            yield process_file(path, data, settings, codec)
+        return
+    yield from _Pool(settings, workers).run(jobs)
+
+
+class _Pool:
+    def __init__(self, settings: CompressionSettings, n: int) -> None:
+        # fork: workers start in milliseconds; the engine creates them before any thread exists.
+        self.ctx = mp.get_context("fork")
+        self.settings = settings
+        self.workers = [_Worker(self.ctx, settings) for _ in range(n)]
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[FileOutcome]:
+        done: dict[int, FileOutcome] = {}
+        pending = iter(enumerate(jobs))
+        exhausted = False
+        next_out = 0
+        backlog: deque[tuple[int, Job]] = deque()
+        window = len(self.workers) * (_DEPTH + 1)
+        try:
+            while True:
+                # Fill idle slots, but never let finished-but-unemitted results exceed the window.
+                while not exhausted and len(backlog) + sum(len(w.in_flight) for w in self.workers) + len(done) < window:
+                    try:
+                        backlog.append(next(pending))
+                    except StopIteration:
+                        exhausted = True
+                for w in self.workers:
+                    while backlog and len(w.in_flight) < _DEPTH:
+                        seq, (path, data) = backlog.popleft()
+                        w.in_flight[seq] = (path, data)
+                        w.conn.send((seq, path, data))
+                while next_out in done:
+                    yield done.pop(next_out)
+                    next_out += 1
+                if exhausted and not backlog and not any(w.in_flight for w in self.workers) and not done:
+                    return
+                ready = wait([w.conn for w in self.workers if w.in_flight])
+                for w in self.workers:
+                    if w.conn in ready:
+                        self._collect(w, done)
+        finally:
+            self.close()
+
+    def _collect(self, w: _Worker, done: dict[int, FileOutcome]) -> None:
+        try:
+            seq, outcome = w.conn.recv()
+        except (EOFError, OSError):
+            # The worker died (native crash, OOM kill): its files are kept, it is replaced.
+            for seq, (path, data) in w.in_flight.items():
+                done[seq] = FileOutcome(
+                    path=path,
+                    action="kept",
+                    bytes_in=len(data),
+                    data=data,
+                    warning=True,
+                    reason="the encoder process died on this file (kept as-is)",
+                )
+            w.in_flight.clear()
+            w.proc.join(timeout=1)
+            self.workers[self.workers.index(w)] = _Worker(self.ctx, self.settings)
+            return
+        w.in_flight.pop(seq, None)
+        done[seq] = outcome
+
+    def close(self) -> None:
+        for w in self.workers:
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        for w in self.workers:
+            w.proc.join(timeout=5)
+            if w.proc.is_alive():
+                w.proc.kill()
+            w.conn.close()

@@ -1,0 +1,59 @@
+"""Outputs on the local filesystem: ``OUT.zip`` and ``OUT.result.json``, each written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import CompressionSettings
+from pipeline.engine import Progress, Study, compress_study
+from pipeline.files.errors import describe_error
+from pipeline.outputs.record import build_record, failed_record
+
+
+class _ForwardOnly:
+    """Hide seek/tell so the ZIP bytes are the same as for an S3 upload."""
+
+    def __init__(self, fh: Any) -> None:
+        self.write = fh.write
+
+
+def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_local_outputs(
+    study: Study,
+    zip_path: Path,
+    settings: CompressionSettings,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Compress ``study`` to ``zip_path``; the record goes next to it, written last."""
+    record_path = zip_path.with_suffix(".result.json")
+    tmp = zip_path.with_name(zip_path.name + ".part")
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as fh:
+            run = compress_study(study, _ForwardOnly(fh), settings, workers=workers, progress=progress)
+        os.replace(tmp, zip_path)
+        record = build_record(run, output={"path": str(zip_path), "record": str(record_path)})
+        if not run.outcomes:
+            record = failed_record(
+                name=study.source.name, location=study.source.location, settings=settings.describe(),
+                error="the study folder holds no files", code="EmptyStudy",
+            )
+            zip_path.unlink(missing_ok=True)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        record = failed_record(
+            name=study.source.name, location=study.source.location, settings=settings.describe(),
+            error=describe_error(exc), code="CompressionError",
+        )
+    write_json_atomic(record_path, record)
+    return record

@@ -1,0 +1,78 @@
+"""Where a study's bytes come from. The engine sees only this interface; S3 and local folders implement it."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.study.listing import Ignored, StudyObject
+
+CHUNK = 8 * 1024 * 1024
+
+
+class SourceError(Exception):
+    """The study cannot be read; the message names the object, never its content."""
+
+
+class StudySource(ABC):
+    """A study folder: list it once, then read objects (possibly from several threads)."""
+
+    #: Human-readable location (shown in the result record).
+    location: str
+    #: The study folder's own name (the default ZIP name is built from it).
+    name: str
+
+    @abstractmethod
+    def list(self) -> tuple[list[StudyObject], list[Ignored]]:
+        """All objects under the study folder (paths relative to it), and what was passed over."""
+
+    @abstractmethod
+    def read(self, obj: StudyObject) -> bytes:
+        """The whole object (used for objects under the engine's per-file limit)."""
+
+    @abstractmethod
+    def iter_chunks(self, obj: StudyObject, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """The object as a stream, for objects too large to hold in memory."""
+
+
+class LocalStudySource(StudySource):
+    """A folder on disk. Symlinks are not followed (they could point outside the study)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SourceError(f"study folder not found: {self.root}")
+        self.location = str(self.root.resolve())
+        self.name = self.root.resolve().name
+
+    def list(self) -> tuple[list[StudyObject], list[Ignored]]:
+        objects, ignored = [], []
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            prefix = "" if rel_dir == "." else rel_dir + "/"
+            for d in dirnames:
+                if os.path.islink(os.path.join(dirpath, d)):
+                    ignored.append(Ignored(prefix + d, "symbolic link to a folder, not followed"))
+            for f in filenames:
+                full = os.path.join(dirpath, f)
+                if os.path.islink(full) or not os.path.isfile(full):
+                    ignored.append(Ignored(prefix + f, "not a regular file (link or device)"))
+                    continue
+                objects.append(StudyObject(prefix + f, os.path.getsize(full), locator=full))
+        return objects, ignored
+
+    def read(self, obj: StudyObject) -> bytes:
+        try:
+            return Path(obj.locator).read_bytes()
+        except OSError as exc:
+            raise SourceError(f"cannot read {obj.path}: {exc.strerror}") from exc
+
+    def iter_chunks(self, obj: StudyObject, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        try:
+            with open(obj.locator, "rb") as fh:
+                while chunk := fh.read(chunk_size):
+                    yield chunk
+        except OSError as exc:
+            raise SourceError(f"cannot read {obj.path}: {exc.strerror}") from exc

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real corpus (../shared/dicom-corpus), the committed study, settings."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+FIXTURE_STUDY = FIXTURES / "studies" / "ct-nested-001"
+
+
+def corpus_dir() -> Path:
+    return Path(os.environ.get("DICOM_CORPUS", ROOT.parent / "shared" / "dicom-corpus"))
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    path = corpus_dir()
+    if not (path / "MANIFEST.csv").exists():
+        pytest.fail(f"DICOM corpus not found at {path} (set DICOM_CORPUS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def manifest(corpus: Path) -> list[dict[str, str]]:
+    with open(corpus / "MANIFEST.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="session")
+def fixture_study() -> Path:
+    return FIXTURE_STUDY

@@ -1,0 +1,209 @@
+"""The per-file decision and re-encoding, on every file of the real corpus."""
+
+from __future__ import annotations
+
+import hashlib
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.encaps import generate_frames
+from pydicom.pixels import pixel_array
+
+from pipeline.config import CompressionSettings
+from pipeline.files.process import process_file
+
+LOSSY = CompressionSettings()
+LOSSLESS = CompressionSettings(mode="lossless")
+# Elements the re-encoding may change; everything else must be identical.
+CHANGED = {
+    "PixelData", "PhotometricInterpretation", "PlanarConfiguration", "LossyImageCompression",
+    "LossyImageCompressionRatio", "LossyImageCompressionMethod", "ImageType", "SOPInstanceUID",
+}
+
+
+def _outcomes(corpus: Path, manifest: list[dict[str, str]], settings: CompressionSettings) -> dict[str, object]:
+    out = {}
+    for row in manifest:
+        data = (corpus / row["file"]).read_bytes()
+        out[row["file"]] = (row, data, process_file(row["file"], data, settings))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lossless(corpus, manifest):
+    return _outcomes(corpus, manifest, LOSSLESS)
+
+
+@pytest.fixture(scope="module")
+def lossy(corpus, manifest):
+    return _outcomes(corpus, manifest, LOSSY)
+
+
+def _expect_compressed(row: dict[str, str], lossy: bool) -> bool:
+    """What the manifest says should be re-encodable: uncompressed 8/16-bit images of at least 32x32."""
+    if row["has_pixel_data"] != "yes" or row["dicom"] != "yes" or row["decode_check"].startswith("FAIL"):
+        return False
+    if row["transfer_syntax_uid"] not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"):
+        return False
+    if row["bits_allocated"] not in ("8", "16") or min(int(row["rows"]), int(row["cols"])) < 32:
+        return False
+    if row["photometric"] == "PALETTE COLOR" and lossy:
+        return False
+    return row["photometric"] in ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "PALETTE COLOR")
+
+
+@pytest.mark.parametrize("mode", ["lossless", "lossy"])
+def test_every_file_has_a_decision(mode, request, manifest):
+    outcomes = request.getfixturevalue(mode)
+    assert len(outcomes) == len(manifest) == 421
+    for path, (row, data, o) in outcomes.items():
+        assert o.action in ("compressed", "kept"), path
+        expected = _expect_compressed(row, mode == "lossy")
+        assert (o.action == "compressed") == expected, (path, o.reason)
+        if o.action == "kept":
+            assert o.reason, path
+            assert o.data == data, f"{path}: kept files must be byte-for-byte"
+
+
+def test_broken_files_are_kept_with_a_warning(lossless):
+    for name in ("MR_truncated.dcm", "meta_missing_tsyntax.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm", "rtplan_truncated.dcm"):
+        (o,) = [o for p, (_, _, o) in lossless.items() if p.endswith(name)]
+        assert o.action == "kept" and o.warning, (name, o.reason)
+    plain_kept = [o for _, (row, _, o) in lossless.items() if row["category"] in ("not-dicom", "edge-cases/no-pixel-data")]
+    assert plain_kept and not any(o.warning for o in plain_kept)
+
+
+def test_lossless_is_bit_exact_including_junk_high_bits(lossless):
+    compressed = [(p, data, o) for p, (_, data, o) in lossless.items() if o.action == "compressed"]
+    assert len(compressed) > 250
+    names = {Path(p).name for p, _, _ in compressed}
+    assert {"12bitSigned_0x0F0F.dcm", "12bitUnsigned_0x0F0F.dcm", "3.dcm", "image_dfl.dcm"} <= names
+    for path, data, o in compressed:
+        src = pixel_array(pydicom.dcmread(BytesIO(data)), as_rgb=False)
+        out = pydicom.dcmread(BytesIO(o.data))
+        assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+        assert np.array_equal(pixel_array(out, as_rgb=False), src), path
+        assert o.verification == {"status": "bit-exact"}
+        assert out.SOPInstanceUID == pydicom.dcmread(BytesIO(data)).SOPInstanceUID, "lossless keeps the UID"
+
+
+def _elements_equal(src: pydicom.Dataset, out: pydicom.Dataset, path: str) -> None:
+    for elem in src:
+        if elem.keyword in CHANGED or elem.tag.element == 0:  # group lengths are recomputed
+            continue
+        assert elem.tag in out, f"{path}: {elem.tag} dropped"
+        got = out[elem.tag]
+        assert got.VR == elem.VR or (elem.VR == "UN" and src.original_encoding[0]), f"{path}: {elem.tag} VR"
+        assert got.value == elem.value, f"{path}: {elem.tag} changed"
+    for elem in out:
+        if elem.keyword not in CHANGED and elem.tag.element != 0:
+            assert elem.tag in src, f"{path}: {elem.tag} added"
+
+
+@pytest.mark.parametrize("mode", ["lossless", "lossy"])
+def test_other_elements_unchanged_and_encapsulation_valid(mode, request):
+    outcomes = request.getfixturevalue(mode)
+    privates = 0
+    for path, (_, data, o) in outcomes.items():
+        if o.action != "compressed":
+            continue
+        src = pydicom.dcmread(BytesIO(data))
+        out = pydicom.dcmread(BytesIO(o.data))
+        _elements_equal(src, out, path)
+        privates += sum(e.tag.is_private for e in out)
+        nframes = int(src.get("NumberOfFrames", 1) or 1)
+        frames = list(generate_frames(out.PixelData, number_of_frames=nframes))
+        assert len(frames) == nframes
+        assert all(f[:2] == b"\xff\x4f" for f in frames), "raw J2K codestreams (SOC), not JP2"
+        assert out["PixelData"].is_undefined_length and len(out.PixelData) % 2 == 0
+        assert out.PixelData[:4] == b"\xfe\xff\x00\xe0", "Basic Offset Table item first"
+        spp = int(src.get("SamplesPerPixel", 1))
+        if spp == 3:
+            assert out.PlanarConfiguration == 0
+            if src.PhotometricInterpretation == "RGB":
+                assert out.PhotometricInterpretation == ("YBR_ICT" if mode == "lossy" else "YBR_RCT")
+        else:
+            assert ("PlanarConfiguration" in out) == ("PlanarConfiguration" in src), path
+            assert out.PhotometricInterpretation == src.PhotometricInterpretation
+    assert privates > 100, "the corpus has private tags; they must survive"
+
+
+def test_lossy_attributes_and_deterministic_uid(lossy, corpus):
+    compressed = [(p, data, o) for p, (_, data, o) in lossy.items() if o.action == "compressed"]
+    assert len(compressed) > 250
+    for path, data, o in compressed:
+        src = pydicom.dcmread(BytesIO(data))
+        out = pydicom.dcmread(BytesIO(o.data))
+        assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.91"
+        assert out.LossyImageCompression == "01"
+        methods = out.LossyImageCompressionMethod
+        methods = [methods] if isinstance(methods, str) else list(methods)
+        assert methods[-1] == "ISO_15444_1"
+        ratios = out.LossyImageCompressionRatio
+        ratios = [ratios] if not isinstance(ratios, pydicom.multival.MultiValue) else list(ratios)
+        assert abs(float(ratios[-1]) - o.pixel_ratio) < 0.01
+        assert len(ratios) == len(methods)
+        if "ImageType" in src:
+            assert out.ImageType[0] == "DERIVED" and list(out.ImageType)[1:] == list(src.ImageType)[1:]
+        assert out.SOPInstanceUID != src.SOPInstanceUID
+        assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+        assert o.verification["status"] == "lossy" and o.verification["maxAbsError"] >= 0
+    # Same input and settings: same UID and bytes; other settings: another UID.
+    path, data, o = compressed[0]
+    again = process_file(path, data, LOSSY)
+    assert again.data == o.data
+    other = process_file(path, data, CompressionSettings(rate=50))
+    assert other.sop_instance_uid_out != o.sop_instance_uid_out
+
+
+def test_lossy_rate_is_about_one_hundredth_of_the_pixel_data(lossy):
+    ct = [o for p, (row, _, o) in lossy.items() if row["category"] == "ct-series" and o.action == "compressed"]
+    assert len(ct) >= 80
+    total_in = sum(o.pixel_bytes_in for o in ct)
+    total_out = sum(o.pixel_bytes_out for o in ct)
+    assert 90 <= total_in / total_out <= 110
+
+
+def test_pixel_padding_and_charset_survive(lossless, lossy):
+    """The old system rewrote Pixel Padding Value (SS -1500 as US 64036) and the character set."""
+    seen = 0
+    for outcomes in (lossless, lossy):
+        for path, (_, data, o) in outcomes.items():
+            if o.action != "compressed":
+                continue
+            src = pydicom.dcmread(BytesIO(data))
+            if "PixelPaddingValue" in src:
+                out = pydicom.dcmread(BytesIO(o.data))
+                assert out["PixelPaddingValue"].VR == src["PixelPaddingValue"].VR
+                assert out.PixelPaddingValue == src.PixelPaddingValue
+                seen += 1
+    assert seen > 0
+
+
+def test_zero_byte_and_truncated_files(corpus):
+    assert process_file("empty.dcm", b"", LOSSY).reason == "empty file"
+    data = (corpus / "ct-series/ge-hispeed-head-tilt/01.dcm").read_bytes()
+    for cut in (140, 1000, len(data) // 2, len(data) - 7):
+        o = process_file("cut.dcm", data[:cut], LOSSY)
+        assert o.action == "kept" and o.warning and o.data == data[:cut], (cut, o.reason)
+
+
+def test_error_text_masks_quoted_values():
+    from pipeline.files.errors import describe_error
+
+    text = describe_error(ValueError("invalid literal for int() with base 10: 'DOE^JANE'"))
+    assert "DOE" not in text and text.startswith("ValueError:")
+
+
+def test_output_digest_is_stable(lossless):
+    digest = hashlib.sha256()
+    for path in sorted(lossless):
+        digest.update(lossless[path][2].data or b"")
+    again = hashlib.sha256()
+    for path in sorted(lossless):
+        row, data, _ = lossless[path]
+        again.update(process_file(path, data, LOSSLESS).data or b"")
+    assert digest.hexdigest() == again.hexdigest()
