@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -57,6 +56,72 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 1 if record["status"] == "failed" else 0
 
 
+def cmd_local(args: argparse.Namespace) -> int:
+    import time
+
+    from pipeline.local.stack import RunningStack
+    from pipeline.local.worker import WorkerLoop
+
+    with RunningStack(args.port, visibility_timeout=args.visibility_timeout) as stack:
+        print(f"local stack on {stack.endpoint}")
+        print(f"  bucket            {stack.bucket} (studies under incoming/, outputs under compressed/)")
+        print(f"  study queue       {stack.queue_url}")
+        print(f"  dead-letter queue {stack.dlq_url}")
+        print(f"  event bus         {stack.bus_name} -> {stack.notification_queue_url}")
+        print("drop a study in with:")
+        print(f"  AWS_ENDPOINT_URL={stack.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \\")
+        print(f"    python -m pipeline submit ./my-study s3://{stack.bucket}/incoming/clinic-1/my-study/")
+        print(f"  (or: aws --endpoint-url {stack.endpoint} s3 cp --recursive ./my-study s3://{stack.bucket}/incoming/clinic-1/my-study/ "
+              f"&& aws --endpoint-url {stack.endpoint} s3 cp /dev/null s3://{stack.bucket}/incoming/clinic-1/my-study/_READY)")
+        print("Ctrl-C stops it.", flush=True)
+        worker = WorkerLoop(stack.queue_url).start()
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("\nstopping...")
+        finally:
+            worker.stop()
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline.local.submit import submit_study
+
+    options: dict[str, object] = {}
+    if args.rate is not None:
+        options["compressionRate"] = args.rate
+    if args.lossless:
+        options["mode"] = "lossless"
+    if args.codec:
+        options["codec"] = args.codec
+    if args.output_filename:
+        options["outputFilename"] = args.output_filename
+    if args.overwrite:
+        options["overwriteExisting"] = True
+    if args.metadata:
+        options["metadata"] = json.loads(args.metadata)
+    result = submit_study(args.local_dir, args.url, marker="ready" if args.ready else "manifest", options=options)
+    print(f"uploaded {result['files']} files to s3://{result['bucket']}/{result['prefix']}, then {result['marker']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.local.status import study_status
+    from pipeline.local.submit import parse_s3_url
+
+    bucket, prefix = parse_s3_url(args.url)
+    status = study_status(bucket, prefix)
+    print(json.dumps(status, indent=2))
+    return 1 if status["state"] == "failed" else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.local.demo import run_demo
+
+    return run_demo(args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +136,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="do not decode and compare the output")
     p.add_argument("--workers", type=int, default=None, help="encoder processes (default: the CPUs available)")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("local", help="run the embedded local stack (moto server + worker) until Ctrl-C")
+    p.add_argument("--port", type=int, default=4566)
+    p.add_argument("--visibility-timeout", type=int, default=60, help="study queue visibility timeout (s)")
+    p.set_defaults(func=cmd_local)
+
+    p = sub.add_parser("submit", help="upload a study folder, then its marker (manifest.json by default)")
+    p.add_argument("local_dir")
+    p.add_argument("url", help="s3://BUCKET/incoming/<study>/")
+    p.add_argument("--ready", action="store_true", help="write _READY instead of manifest.json")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--rate", type=float)
+    group.add_argument("--lossless", action="store_true")
+    p.add_argument("--codec", choices=["j2k", "htj2k"])
+    p.add_argument("--output-filename")
+    p.add_argument("--overwrite", action="store_true", help="overwriteExisting: true")
+    p.add_argument("--metadata", help="JSON echoed into the result and the event")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="where a study stands")
+    p.add_argument("url", help="s3://BUCKET/incoming/<study>/")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo", help="start the local stack, compress the fixture study, show the outputs, stop")
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -116,7 +116,8 @@ class ZipStreamWriter:
     def add_bytes(self, name: str, data: bytes, *, deflate: bool = False) -> ZipEntryInfo:
         """Add an in-memory entry: CRC and sizes go in the local header, so even
         the simplest streaming readers can extract it. Stored unless ``deflate``,
-        and stored anyway when deflating would not shrink it (e.g. JPEG 2000)."""
+        and stored anyway when deflating would not shrink it (e.g. JPEG 2000).
+        Any bytes-like ``data`` works; stored data is passed to the sink as is."""
         encoded, flags = self._claim(name)
         crc, size, method, payload = zlib.crc32(data), len(data), _STORED, data
         if deflate:
@@ -181,6 +182,8 @@ class ZipStreamWriter:
             cd_offset = self._written
             self._write(b"".join(self._central))
             cd_size, count = self._written - cd_offset, len(self._central)
+            # Any entry with a central ZIP64 extra makes a ZIP64 archive (as Info-ZIP
+            # zip does); otherwise only end-record fields that would overflow do.
             zip64 = (self._needs_zip64 or count >= _U16 or cd_size >= _U32
                      or cd_offset >= _U32)
             if zip64:  # ZIP64 end record + locator (APPNOTE 4.3.14, 4.3.15)
@@ -210,7 +213,7 @@ class ZipStreamWriter:
         if self._summary is not None:
             raise RuntimeError("ZIP writer is closed")
         if self._broken:
-            raise RuntimeError("ZIP writer failed mid-entry; the archive is incomplete")
+            raise RuntimeError("ZIP writer failed part-way; the archive is incomplete")
 
     def _claim(self, name: str) -> tuple[bytes, int]:
         self._check_usable()

@@ -24,6 +24,8 @@ class StudyObject:
     entry_name: str = ""
     #: Source-specific handle (an S3 key, a filesystem path).
     locator: str = ""
+    #: Content version as the source knows it (an S3 ETag); part of the input fingerprint.
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def order_study(objects: Iterable[StudyObject]) -> list[StudyObject]:
             n += 1
             candidate = f"{name}~{n}"
         seen.add(candidate)
-        out.append(StudyObject(obj.path, obj.size, candidate, obj.locator or obj.path))
+        out.append(StudyObject(obj.path, obj.size, candidate, obj.locator or obj.path, obj.version))
     return out
 
 

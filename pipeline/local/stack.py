@@ -1,0 +1,166 @@
+"""Start a moto server and create the resources ``serverless.yml`` declares, with local names.
+
+No Docker, no credentials: boto3 reaches the server through ``AWS_ENDPOINT_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+REGION = "us-east-1"
+STAGE = "local"
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    endpoint: str
+    bucket: str
+    queue_url: str
+    dlq_url: str
+    notification_queue_url: str
+    bus_name: str
+    source_prefix: str = "incoming/"
+    target_prefix: str = "compressed/"
+
+    def env(self) -> dict[str, str]:
+        """What the worker (and any client) needs in its environment."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "DATA_BUCKET": self.bucket,
+            "TARGET_BUCKET": self.bucket,
+            "SOURCE_PREFIX": self.source_prefix,
+            "TARGET_PREFIX": self.target_prefix,
+            "EVENT_BUS_NAME": self.bus_name,
+            "POWERTOOLS_SERVICE_NAME": "dicom-compression",
+            "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression",
+            "POWERTOOLS_TRACE_DISABLED": "1",
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_moto(port: int) -> subprocess.Popen[bytes]:
+    """A real moto server process on 127.0.0.1:port, ready when this returns."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/moto-api/"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto server exited with {proc.returncode} (is port {port} in use?)")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto server did not start within 30 s")
+
+
+def _clients(endpoint: str) -> tuple[Any, Any, Any]:
+    import boto3
+
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+    return (session.client(s, endpoint_url=endpoint) for s in ("s3", "sqs", "events"))  # type: ignore[return-value]
+
+
+def create_resources(endpoint: str, *, visibility_timeout: int = 30, max_receives: int = 3) -> LocalStack:
+    """Bucket + suffix-filtered notification -> study queue (DLQ after ``max_receives``), bus + rule -> queue."""
+    s3, sqs, events = _clients(endpoint)
+    bucket = f"dicom-compression-{STAGE}-data"
+    s3.create_bucket(Bucket=bucket)
+    dlq_url = sqs.create_queue(QueueName=f"dicom-compression-{STAGE}-studies-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=f"dicom-compression-{STAGE}-studies",
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receives)}),
+        },
+    )["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Id": f"study-marker-{suffix}",
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}, {"Name": "suffix", "Value": suffix}]}},
+                }
+                for suffix in ("_READY", "manifest.json")
+            ]
+        },
+    )
+    bus = f"dicom-compression-{STAGE}"
+    events.create_event_bus(Name=bus)
+    note_url = sqs.create_queue(QueueName=f"dicom-compression-{STAGE}-notifications")["QueueUrl"]
+    note_arn = sqs.get_queue_attributes(QueueUrl=note_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(
+        Name="study-outcomes",
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": ["dicom.compression"], "detail-type": ["Study Compressed", "Study Compression Failed"]}),
+    )
+    events.put_targets(Rule="study-outcomes", EventBusName=bus, Targets=[{"Id": "notifications", "Arn": note_arn}])
+    # Configuring the notification made S3 send an s3:TestEvent; the worker drops it like any other.
+    return LocalStack(endpoint, bucket, queue_url, dlq_url, note_url, bus)
+
+
+class RunningStack:
+    """Context manager: moto server + resources + the environment pointed at them."""
+
+    def __init__(self, port: int | None = None, *, visibility_timeout: int = 30) -> None:
+        self.port = port or free_port()
+        self.visibility_timeout = visibility_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    def __enter__(self) -> LocalStack:
+        self.proc = start_moto(self.port)
+        try:
+            stack = create_resources(f"http://127.0.0.1:{self.port}", visibility_timeout=self.visibility_timeout)
+        except BaseException:
+            self.proc.kill()
+            raise
+        for key, value in stack.env().items():
+            self._saved_env[key] = os.environ.get(key)
+            os.environ[key] = value
+        from pipeline.aws import reset_clients
+
+        reset_clients()
+        return stack
+
+    def __exit__(self, *exc: object) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        from pipeline.aws import reset_clients
+
+        reset_clients()
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -1,0 +1,1 @@
+"""Last step of the flow: announce a study's outcome on EventBridge."""

@@ -1,0 +1,370 @@
+"""The study job behind a trigger: idempotent, locked, heart-beating, and explicit about failure.
+
+Flow: manifest -> listing (complete?) -> fingerprint (done already?) -> lock -> compress to a
+multipart upload -> result record (last) -> event. Transient trouble raises :class:`RetryLater`
+so SQS redelivers; permanent trouble is recorded and announced once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from pipeline.aws import client, error_code, is_transient
+from pipeline.config import CompressionSettings, settings_from_env
+from pipeline.engine import Study, compress_study
+from pipeline.files.errors import describe_error
+from pipeline.notify.eventbridge import event_detail, publish
+from pipeline.observability import logger
+from pipeline.outputs.record import FAILED, PROCESSING, SUCCEEDED, SUCCEEDED_WITH_WARNINGS, build_record, failed_record
+from pipeline.outputs.s3 import MultipartSink, abort_stale_uploads, get_json, put_json
+from pipeline.study.listing import Ignored, StudyObject, order_study, split_triggers
+from pipeline.study.manifest import Manifest, ManifestError, parse_manifest
+from pipeline.study.s3source import S3StudySource
+from pipeline.study.source import SourceError
+from pipeline.trigger.events import StudyTrigger
+
+HEARTBEAT_SECONDS = 5.0
+#: Seconds of work per input byte at one worker (measured: 512x512 CT, J2K + verification).
+SECONDS_PER_BYTE_PER_WORKER = 0.12 / (512 * 1024)
+SAFETY_MARGIN_MS = 30_000
+
+
+class RetryLater(Exception):
+    """Not now: leave the message on the queue (transient fault, study incomplete, busy)."""
+
+
+class StudyFailed(Exception):
+    """Permanent failure with a user-facing reason (already free of patient data)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    data_bucket: str
+    target_bucket: str
+    source_prefix: str
+    target_prefix: str
+    event_bus_name: str
+    settings: CompressionSettings
+    max_receives: int = 3
+    lock_stale_seconds: int = 1800
+    workers: int | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "ServiceConfig":
+        env = dict(os.environ) if env is None else env
+
+        def prefix(name: str, default: str) -> str:
+            value = env.get(name, default).lstrip("/")
+            return value if value.endswith("/") else value + "/"
+
+        data = env["DATA_BUCKET"]
+        return cls(
+            data_bucket=data,
+            target_bucket=env.get("TARGET_BUCKET") or data,
+            source_prefix=prefix("SOURCE_PREFIX", "incoming/"),
+            target_prefix=prefix("TARGET_PREFIX", "compressed/"),
+            event_bus_name=env.get("EVENT_BUS_NAME", "default"),
+            settings=settings_from_env(env),
+            max_receives=int(env.get("MAX_RECEIVES", "3")),
+            lock_stale_seconds=int(env.get("LOCK_STALE_SECONDS", "1800")),
+            workers=int(env["WORKERS"]) if env.get("WORKERS") else None,
+        )
+
+
+@dataclass
+class StudyJob:
+    """Everything known about one trigger's study before compression starts."""
+
+    trigger: StudyTrigger
+    cfg: ServiceConfig
+    manifest: Manifest | None = None
+    settings: CompressionSettings | None = None
+    zip_key: str = ""
+    record_key: str = ""
+    study: Study | None = None
+    fingerprint: str = ""
+    ignored: list[Ignored] = field(default_factory=list)
+
+    @property
+    def study_path(self) -> str:
+        return self.trigger.study_prefix[len(self.cfg.source_prefix):].rstrip("/")
+
+    @property
+    def lock_key(self) -> str:
+        return self.zip_key + ".lock"
+
+    def locations(self) -> tuple[dict[str, str], dict[str, str]]:
+        study = {"bucket": self.trigger.bucket, "prefix": self.trigger.study_prefix, "marker": self.trigger.marker}
+        output = {"bucket": self.cfg.target_bucket, "zipKey": self.zip_key, "recordKey": self.record_key}
+        return study, output
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def output_keys(cfg: ServiceConfig, study_path: str, manifest: Manifest | None) -> tuple[str, str]:
+    """ZIP and record keys under the target prefix; ``outputFilename`` stays in the same folder."""
+    if manifest and manifest.output_filename:
+        folder = posixpath.dirname(study_path)
+        zip_key = cfg.target_prefix + (folder + "/" if folder else "") + manifest.output_filename
+    else:
+        zip_key = cfg.target_prefix + study_path + ".zip"
+    return zip_key, zip_key[: -len(".zip")] + ".result.json"
+
+
+def _read_manifest(s3: Any, job: StudyJob) -> Manifest | None:
+    key = job.trigger.study_prefix + "manifest.json"
+    try:
+        head = s3.head_object(Bucket=job.trigger.bucket, Key=key)
+    except Exception as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if job.trigger.marker == "manifest.json":
+                raise RetryLater("manifest.json announced but not readable yet") from exc
+            return None
+        raise
+    from pipeline.study.manifest import MAX_MANIFEST_BYTES
+
+    if head["ContentLength"] > MAX_MANIFEST_BYTES:
+        raise StudyFailed("InvalidManifest", f"manifest.json is {head['ContentLength']:,} bytes; the limit is {MAX_MANIFEST_BYTES:,}")
+    raw = s3.get_object(Bucket=job.trigger.bucket, Key=key)["Body"].read()
+    try:
+        return parse_manifest(raw)
+    except ManifestError as exc:
+        raise StudyFailed("InvalidManifest", str(exc)) from exc
+
+
+def _select(job: StudyJob, objects: list[StudyObject]) -> tuple[list[StudyObject], list[Ignored], list[str]]:
+    """The study's objects; with a manifest ``files`` list, exactly those (and what is missing)."""
+    objects, ignored = split_triggers(objects)
+    if not job.manifest or job.manifest.files is None:
+        return objects, ignored, []
+    by_path = {o.path: o for o in objects}
+    wanted = {f.path: f for f in job.manifest.files}
+    problems = []
+    for f in job.manifest.files:
+        obj = by_path.get(f.path)
+        if obj is None:
+            problems.append(f"{f.path} (missing)")
+        elif obj.size != f.size:
+            problems.append(f"{f.path} (size {obj.size}, manifest says {f.size})")
+    extra = [Ignored(o.path, "not listed in manifest.json") for o in objects if o.path not in wanted]
+    return [by_path[p] for p in wanted if p in by_path], ignored + extra, problems
+
+
+def fingerprint(job: StudyJob, objects: list[StudyObject]) -> str:
+    """Identity of the inputs and of what is asked of them."""
+    doc = {
+        "objects": [(o.path, o.size, o.version) for o in sorted(objects, key=lambda o: o.path)],
+        "settings": job.settings.fingerprint() if job.settings else None,
+        "zipKey": job.zip_key,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def prepare(job: StudyJob, *, last_attempt: bool) -> None:
+    """Read the manifest, list and check the study; raises RetryLater/StudyFailed."""
+    s3 = client("s3")
+    job.manifest = _read_manifest(s3, job)
+    job.settings = job.manifest.settings(job.cfg.settings) if job.manifest else job.cfg.settings
+    job.zip_key, job.record_key = output_keys(job.cfg, job.study_path, job.manifest)
+    checksums = {f.path: f.sha256 for f in (job.manifest.files or ()) if f.sha256} if job.manifest else {}
+    source = S3StudySource(s3, job.trigger.bucket, job.trigger.study_prefix, checksums=checksums)
+    objects, _ = source.list()
+    selected, ignored, problems = _select(job, objects)
+    if problems:
+        message = f"study incomplete: {len(problems)} file(s) listed in manifest.json not present as listed: " + "; ".join(problems[:20])
+        if last_attempt:
+            raise StudyFailed("IncompleteStudy", message[:2000])
+        raise RetryLater(message[:300])
+    if not selected:
+        raise StudyFailed("EmptyStudy", "the study folder holds no files besides its marker")
+    job.study = Study(source, order_study(selected), ignored)
+    job.fingerprint = fingerprint(job, selected)
+
+
+def _acquire_lock(s3: Any, job: StudyJob) -> None:
+    body = json.dumps({"fingerprint": job.fingerprint, "since": time.time()}).encode()
+    bucket = job.cfg.target_bucket
+    for _ in range(2):
+        try:
+            s3.put_object(Bucket=bucket, Key=job.lock_key, Body=body, IfNoneMatch="*")
+            return
+        except Exception as exc:
+            if error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise
+        held = get_json(s3, bucket, job.lock_key) or {}
+        if time.time() - float(held.get("since", 0)) < job.cfg.lock_stale_seconds:
+            raise RetryLater("another worker is compressing this study")
+        s3.delete_object(Bucket=bucket, Key=job.lock_key)  # its holder died: take over
+    raise RetryLater("could not take the study lock")
+
+
+def _release_lock(s3: Any, job: StudyJob) -> None:
+    try:
+        s3.delete_object(Bucket=job.cfg.target_bucket, Key=job.lock_key)
+    except Exception:
+        logger.warning("could not release study lock", extra={"lock": job.lock_key})
+
+
+def _heartbeat(s3: Any, job: StudyJob, started: str, deadline: Callable[[], int] | None) -> Callable[[int, int], None]:
+    last = [0.0]
+    assert job.study is not None
+
+    def beat(done: int, total: int) -> None:
+        if deadline is not None and deadline() < SAFETY_MARGIN_MS:
+            raise StudyFailed(
+                "StudyTooLarge",
+                f"study too large for the configured timeout: {total} files, "
+                f"{sum(o.size for o in job.study.objects):,} bytes ({done} done when time ran out)",
+            )
+        now = time.monotonic()
+        if now - last[0] >= HEARTBEAT_SECONDS or done == 0:
+            last[0] = now
+            put_json(s3, job.cfg.target_bucket, job.record_key, _processing_record(job, started, done, total))
+
+    return beat
+
+
+def _processing_record(job: StudyJob, started: str, done: int, total: int) -> dict[str, Any]:
+    study, output = job.locations()
+    return {
+        "schemaVersion": 1,
+        "status": PROCESSING,
+        "study": study,
+        "output": output,
+        "progress": {"filesDone": done, "filesTotal": total, "heartbeat": _now()},
+        "startedAt": started,
+        "inputFingerprint": job.fingerprint,
+        "settings": job.settings.describe() if job.settings else None,
+    }
+
+
+def _check_time(job: StudyJob, deadline: Callable[[], int] | None, workers: int) -> None:
+    if deadline is None or job.study is None:
+        return
+    total = sum(o.size for o in job.study.objects)
+    needed_ms = 1000 * total * SECONDS_PER_BYTE_PER_WORKER / max(workers, 1) + SAFETY_MARGIN_MS
+    if needed_ms > deadline():
+        raise StudyFailed(
+            "StudyTooLarge",
+            f"study too large for the configured timeout: {len(job.study.objects)} files, {total:,} bytes "
+            f"(about {needed_ms / 1000:.0f} s needed, {deadline() / 1000:.0f} s left)",
+        )
+
+
+def _fail(job: StudyJob, code: str, message: str, *, write_record: bool = True) -> dict[str, Any]:
+    s3 = client("s3")
+    study, output = job.locations()
+    record = failed_record(
+        name=posixpath.basename(job.study_path),
+        location=f"s3://{job.trigger.bucket}/{job.trigger.study_prefix}",
+        settings=job.settings.describe() if job.settings else None,
+        error=message,
+        code=code,
+        extra={"inputFingerprint": job.fingerprint or None, "metadata": job.manifest.metadata if job.manifest else None,
+               "finishedAt": _now()},
+    )
+    if write_record and job.record_key:
+        put_json(s3, job.cfg.target_bucket, job.record_key, record)
+    publish(client("events"), job.cfg.event_bus_name, event_detail(record, study=study, output=output))
+    logger.warning("study failed", extra={"study": job.trigger.study_prefix, "code": code, "reason": message[:500]})
+    return record
+
+
+def run_trigger(
+    trigger: StudyTrigger,
+    cfg: ServiceConfig,
+    *,
+    receive_count: int = 1,
+    remaining_ms: Callable[[], int] | None = None,
+) -> dict[str, Any]:
+    """Process one trigger. Returns the final record (or the existing one for a duplicate)."""
+    job = StudyJob(trigger, cfg)
+    last_attempt = receive_count >= cfg.max_receives
+    if not job.study_path:
+        raise StudyFailed("InvalidTrigger", "marker is not inside a study folder")
+    if not job.zip_key:
+        job.zip_key, job.record_key = output_keys(cfg, job.study_path, None)
+    s3 = client("s3")
+    try:
+        prepare(job, last_attempt=last_attempt)
+        existing = get_json(s3, cfg.target_bucket, job.record_key)
+        if existing and existing.get("status") in (SUCCEEDED, SUCCEEDED_WITH_WARNINGS):
+            if existing.get("inputFingerprint") == job.fingerprint:
+                logger.info("duplicate trigger: outputs already match the inputs", extra={"study": trigger.study_prefix})
+                return {**existing, "duplicate": True}
+            if not (job.manifest and job.manifest.overwrite_existing):
+                return _fail(job, "OutputExists", f"output exists: {job.zip_key} was made from other inputs "
+                             "(set overwriteExisting: true in manifest.json to replace it)", write_record=False)
+        return _compress(job, remaining_ms)
+    except StudyFailed as exc:
+        return _fail(job, exc.code, str(exc))
+    except SourceError as exc:
+        return _fail(job, "SourceUnreadable", str(exc))
+    except RetryLater:
+        raise
+    except Exception as exc:
+        if last_attempt:
+            code = "TransientErrorsExhausted" if is_transient(exc) else "InternalError"
+            _fail(job, code, f"gave up after {receive_count} attempts: {describe_error(exc)}")
+        raise
+
+
+def _compress(job: StudyJob, remaining_ms: Callable[[], int] | None) -> dict[str, Any]:
+    from pipeline.files.workers import available_cpus
+
+    s3 = client("s3")
+    cfg = job.cfg
+    workers = cfg.workers or available_cpus()
+    _check_time(job, remaining_ms, workers)
+    _acquire_lock(s3, job)
+    sink = MultipartSink(s3, cfg.target_bucket, job.zip_key)
+    try:
+        aborted = abort_stale_uploads(s3, cfg.target_bucket, job.zip_key)
+        if aborted:
+            logger.info("aborted multipart uploads of an earlier attempt", extra={"count": aborted})
+        started = _now()
+        assert job.study is not None and job.settings is not None
+        logger.info("compressing study", extra={"study": job.trigger.study_prefix, "files": len(job.study.objects)})
+        run = compress_study(
+            job.study, sink, job.settings, workers=workers, progress=_heartbeat(s3, job, started, remaining_ms)
+        )
+        sink.complete()
+        study, output = job.locations()
+        record = build_record(
+            run,
+            output={"bucket": cfg.target_bucket, "key": job.zip_key, "recordKey": job.record_key},
+            extra={
+                "study": {**study, "name": posixpath.basename(job.study_path)},
+                "inputFingerprint": job.fingerprint,
+                "metadata": job.manifest.metadata if job.manifest else None,
+                "startedAt": started,
+            },
+        )
+        record["ignored"] = [{"path": i.path, "reason": i.reason} for i in job.study.ignored]
+        record["totals"]["ignored"] = len(job.study.ignored)
+        put_json(s3, cfg.target_bucket, job.record_key, record)  # last: its presence means done
+        publish(client("events"), cfg.event_bus_name, event_detail(record, study=study, output=output))
+        logger.info(
+            "study compressed",
+            extra={"study": job.trigger.study_prefix, "status": record["status"], "files": record["totals"]["files"],
+                   "ratio": record["totals"]["ratio"], "seconds": record["timings"]["total"]},
+        )
+        return record
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        _release_lock(s3, job)

@@ -1,0 +1,172 @@
+"""The Lambda artifact (the zip `sls package` built) for each architecture."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import re
+import shutil
+import struct
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.deploy
+
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # code + layers, unzipped
+ELF_MACHINE = {"arm64": 0xB7, "x86_64": 0x3E}  # EM_AARCH64, EM_X86_64
+LINUX_TRIPLET = {"arm64": "aarch64-linux-gnu", "x86_64": "x86_64-linux-gnu"}
+WHEEL_ARCH = {"arm64": "aarch64", "x86_64": "x86_64"}
+PYTHON_TAG = "cp312"
+# import name -> distribution (dist-info) name
+RUNTIME_PACKAGES = {
+    "pydicom": "pydicom",
+    "openjpeg": "pylibjpeg_openjpeg",
+    "numpy": "numpy",
+    "aws_lambda_powertools": "aws_lambda_powertools",
+}
+# Shipped by the Lambda Python runtime: must not be in the artifact.
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
+NOT_SHIPPED_PREFIXES = ("tests/", "fixtures/", "bench/", "docs/", ".venv/", "node_modules/",
+                        ".ci/", "build/", "scripts/", ".serverless/", ".git/")
+NOT_SHIPPED_FILES = ("serverless.yml", "package.json", "package-lock.json", "deploy.mk",
+                     "Makefile", "requirements-dev.txt")
+
+
+@pytest.fixture(params=["arm64", "x86_64"])
+def arch(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def names(packages, arch) -> list[str]:
+    with packages[arch].zip() as zf:
+        return zf.namelist()
+
+
+def test_contains_function_code(names: list[str]) -> None:
+    assert "handlers/worker.py" in names, "handlers/worker.py (the Lambda handler) is missing"
+    assert "pipeline/__init__.py" in names, "the pipeline package is missing"
+
+
+def test_contains_runtime_packages_with_metadata(names: list[str]) -> None:
+    for module, dist in RUNTIME_PACKAGES.items():
+        assert f"{module}/__init__.py" in names, f"{module} missing"
+        meta = [n for n in names if re.fullmatch(rf"{dist}-[^/]+\.dist-info/METADATA", n)]
+        assert len(meta) == 1, f"{dist} dist-info: {meta}"
+    # pydicom finds the openjpeg plugin through its entry points.
+    assert [n for n in names if re.fullmatch(r"pylibjpeg_openjpeg-[^/]+\.dist-info/entry_points\.txt", n)]
+
+
+def test_excludes_runtime_provided_and_development_files(names: list[str]) -> None:
+    tops = {n.split("/", 1)[0] for n in names}
+    for pkg in RUNTIME_PROVIDED:
+        assert pkg not in tops, f"{pkg} is provided by the Lambda runtime"
+        assert not [t for t in tops if t.startswith(f"{pkg}-") and t.endswith(".dist-info")]
+    assert not [n for n in names if n.startswith(NOT_SHIPPED_PREFIXES)]
+    assert not [n for n in names if n in NOT_SHIPPED_FILES]
+    assert not [n for n in names if n.endswith((".pyc", ".pyo")) or "/__pycache__/" in n]
+    assert not [n for n in names if re.search(r"(^|/)(handlers|pipeline)/(.*/)?tests?/", n)]
+
+
+def _elf_machine(header: bytes) -> int:
+    assert header[:4] == b"\x7fELF", "not an ELF file"
+    assert header[4] == 2, "not a 64-bit ELF"
+    assert header[5] == 1, "not little-endian"
+    return struct.unpack_from("<H", header, 18)[0]
+
+
+def test_compiled_extensions_match_architecture_and_python(packages, arch) -> None:
+    with packages[arch].zip() as zf:
+        shared = [n for n in zf.namelist() if n.endswith(".so") or ".so." in n.rsplit("/", 1)[-1]]
+        assert len(shared) >= 10, shared  # numpy alone has many
+        for name in shared:
+            with zf.open(name) as fh:
+                machine = _elf_machine(fh.read(20))
+            assert machine == ELF_MACHINE[arch], f"{name}: e_machine {machine:#x}"
+        for name in shared:
+            if ".cpython-" in name:
+                assert f".cpython-312-{LINUX_TRIPLET[arch]}.so" in name, name
+        wheel = [n for n in zf.namelist() if re.fullmatch(r"numpy-[^/]+\.dist-info/WHEEL", n)]
+        tags = re.findall(r"^Tag: (\S+)$", zf.read(wheel[0]).decode(), re.M)
+    assert tags and all(t.startswith(f"{PYTHON_TAG}-{PYTHON_TAG}-manylinux") for t in tags), tags
+    assert all(t.endswith(WHEEL_ARCH[arch]) for t in tags), tags
+
+
+def test_unzipped_size_below_lambda_limit(packages, arch) -> None:
+    artifact = packages[arch].artifact
+    with zipfile.ZipFile(artifact) as zf:
+        unzipped = sum(i.file_size for i in zf.infolist())
+    zipped = artifact.stat().st_size
+    print(f"\n{arch}: zipped {zipped / 1e6:.1f} MB, unzipped {unzipped / 1e6:.1f} MB "
+          f"(limit {LAMBDA_UNZIPPED_LIMIT / 1e6:.1f} MB)")
+    assert unzipped < LAMBDA_UNZIPPED_LIMIT
+
+
+# ------------------------------------------------------------------ import from the artifact
+def _python312() -> str | None:
+    """A CPython 3.12 (the runtime's version: the wheels are cp312) on this machine."""
+    candidates = [os.environ.get("DEPLOY_TEST_PYTHON312"), shutil.which("python3.12"),
+                  "/usr/bin/python3.12", "/usr/local/bin/python3.12",
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")),
+                          reverse=True)]
+    for exe in candidates:
+        if not exe or not os.access(exe, os.X_OK):
+            continue
+        probe = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
+            return exe
+    return None
+
+
+IMPORT_CHECK = r"""
+import importlib.metadata as md, json, sys
+root = sys.argv[1]
+sys.path.insert(0, root)
+import numpy, openjpeg, pydicom, aws_lambda_powertools
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+files = {m.__name__: m.__file__ for m in (numpy, openjpeg, pydicom, aws_lambda_powertools)}
+arr = (numpy.arange(64 * 48, dtype=numpy.uint16).reshape(64, 48) * 7) % 4096
+stream = openjpeg.encode_array(arr, bits_stored=12)
+assert (openjpeg.decode(stream) == arr).all(), "J2K round trip differs"
+decoders = [e.name for e in md.entry_points(group="pylibjpeg.jpeg_2000_decoders")]
+try:
+    import boto3  # noqa: F401
+    boto = True
+except ImportError:
+    boto = False
+print(json.dumps({"files": files, "pydicom": md.version("pydicom"),
+                  "pydicom_module": pydicom.__version__, "decoders": decoders,
+                  "numpy": numpy.__version__, "j2k_bytes": len(stream), "boto3": boto}))
+"""
+
+
+def test_artifact_imports_and_encodes_on_this_machine(packages, tmp_path: Path) -> None:
+    """Unzip the artifact built for this machine's CPU and use it from a bare Python 3.12:
+    -I -S: no site-packages, no PYTHON* variables, so only the artifact is importable."""
+    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower())
+    if arch is None:
+        pytest.skip(f"no artifact for this CPU ({platform.machine()})")
+    python = _python312()
+    if python is None:
+        pytest.skip("no CPython 3.12 here (the artifact holds cp312 wheels); "
+                    "set DEPLOY_TEST_PYTHON312")
+    with packages[arch].zip() as zf:
+        zf.extractall(tmp_path)
+    proc = subprocess.run([python, "-I", "-S", "-c", IMPORT_CHECK, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for module, path in result["files"].items():
+        assert path.startswith(str(tmp_path)), f"{module} imported from {path}"
+    assert result["pydicom"] == result["pydicom_module"]
+    assert "openjpeg" in result["decoders"]
+    assert result["boto3"] is False
+    assert result["j2k_bytes"] > 0
