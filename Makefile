@@ -16,9 +16,9 @@ install: $(STAMP)
 
 ## Independent DICOM tools the tests decode with (Debian's GDCM); installed when missing.
 tools:
-	@command -v gdcmconv >/dev/null 2>&1 || { \
+	@{ command -v gdcmconv && command -v unzip && command -v bsdtar; } >/dev/null 2>&1 || { \
 	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks"; \
-	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip) >/dev/null; }
+	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip libarchive-tools) >/dev/null; }
 
 test: $(STAMP) tools
 	$(PY) -m pytest -q

@@ -12,6 +12,8 @@
 # artifact's zipped and unzipped size.
 
 DEPLOY_MK := $(lastword $(MAKEFILE_LIST))
+# Included first or last, this file never changes the including Makefile's default goal.
+_DEPLOY_SAVED_DEFAULT_GOAL := $(.DEFAULT_GOAL)
 
 STAGE ?= dev
 ARCH ?= arm64
@@ -76,3 +78,5 @@ deploy: package
 
 package-clean:
 	rm -rf build/package .serverless
+
+.DEFAULT_GOAL := $(_DEPLOY_SAVED_DEFAULT_GOAL)

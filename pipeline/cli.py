@@ -116,6 +116,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if status["state"] == "failed" else 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.local.worker import WorkerLoop
+
+    loop = WorkerLoop(args.queue_url)
+    try:
+        loop.run()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.local.demo import run_demo
 
@@ -158,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="where a study stands")
     p.add_argument("url", help="s3://BUCKET/incoming/<study>/")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("worker", help="run only the worker loop against a running stack (env: AWS_ENDPOINT_URL, DATA_BUCKET, ...)")
+    p.add_argument("queue_url")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("demo", help="start the local stack, compress the fixture study, show the outputs, stop")
     p.add_argument("--port", type=int, default=None)

@@ -207,3 +207,34 @@ def test_output_digest_is_stable(lossless):
         row, data, _ = lossless[path]
         again.update(process_file(path, data, LOSSLESS).data or b"")
     assert digest.hexdigest() == again.hexdigest()
+
+
+@pytest.mark.parametrize("mode", ["lossless", "lossy"])
+def test_htj2k_option(mode, corpus, manifest):
+    """HTJ2K (.201 lossless / .203 lossy): bit-exact or near the asked ratio, readable by pydicom's decoder."""
+    settings = CompressionSettings(mode=mode, codec="htj2k")
+    rows = [r for r in manifest if r["category"] in ("ct-series", "edge-cases/photometric-bitdepth", "multiframe")]
+    pixel_in = pixel_out = compressed = 0
+    for row in rows:
+        data = (corpus / row["file"]).read_bytes()
+        o = process_file(row["file"], data, settings)
+        if o.action != "compressed":
+            continue
+        compressed += 1
+        out = pydicom.dcmread(BytesIO(o.data))
+        src = pixel_array(pydicom.dcmread(BytesIO(data)), as_rgb=False)
+        decoded = pixel_array(out, as_rgb=False)  # pydicom + pylibjpeg-openjpeg: an independent HTJ2K decoder
+        if mode == "lossless":
+            assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.201"
+            assert np.array_equal(decoded, src), row["file"]
+        else:
+            assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.203"
+            methods = out.LossyImageCompressionMethod
+            assert (methods if isinstance(methods, str) else methods[-1]) == "ISO_15444_15"
+            assert decoded.shape == src.shape
+            if row["category"] == "ct-series":
+                pixel_in += o.pixel_bytes_in
+                pixel_out += o.pixel_bytes_out
+    assert compressed > 90
+    if mode == "lossy":
+        assert 80 <= pixel_in / pixel_out <= 125, "the step search lands near the asked rate"

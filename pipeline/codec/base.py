@@ -62,3 +62,7 @@ class FrameCodec(ABC):
     @abstractmethod
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         """Return one raw codestream (not a JP2 file) for ``frame``."""
+
+    @abstractmethod
+    def decode(self, codestream: bytes) -> np.ndarray:
+        """Decode one codestream to (rows, columns[, samples]), colour transform undone."""

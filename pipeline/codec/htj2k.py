@@ -76,3 +76,8 @@ class HTJ2KCodec(FrameCodec):
                 hi = mid
         assert best is not None
         return best
+
+    def decode(self, codestream: bytes) -> np.ndarray:
+        import imagecodecs
+
+        return imagecodecs.htj2k_decode(codestream)

@@ -73,3 +73,8 @@ class J2KCodec(FrameCodec):
                 **kwargs,
             )
         )
+
+    def decode(self, codestream: bytes) -> np.ndarray:
+        import openjpeg
+
+        return openjpeg.decode(codestream)

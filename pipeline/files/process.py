@@ -171,7 +171,7 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
     if settings.verify:
         t2 = time.perf_counter()
         try:
-            verification = compare(source, decode_part10(out), bits_stored=spec.bits_stored, lossless=not codec.lossy)
+            verification = compare(source, decode_part10(out, codec), bits_stored=spec.bits_stored, lossless=not codec.lossy)
         except VerificationFailed as exc:
             return _kept(path, data, f"verification failed, original kept: {exc}", warning=True, **base)
         except Exception as exc:

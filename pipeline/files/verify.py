@@ -11,17 +11,29 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.codec.base import FrameCodec
+
 
 class VerificationFailed(Exception):
     """The encoded file does not decode to the source pixels."""
 
 
-def decode_part10(data: bytes) -> np.ndarray:
-    """Pixels of a Part 10 file as ``pixel_array`` gives them, without colour conversion."""
+def decode_part10(data: bytes, codec: FrameCodec) -> np.ndarray:
+    """Pixels of the file we wrote, read back from its bytes: parse it, split its encapsulated
+    frames, decode each with the codec's own decoder, check the header agrees with the image."""
     from pydicom import dcmread
-    from pydicom.pixels import pixel_array
+    from pydicom.encaps import generate_frames
 
-    return pixel_array(dcmread(BytesIO(data)), as_rgb=False)
+    ds = dcmread(BytesIO(data))
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = [codec.decode(f) for f in generate_frames(ds.PixelData, number_of_frames=nframes)]
+    if len(frames) != nframes:
+        raise VerificationFailed(f"{len(frames)} encapsulated frames, Number of Frames says {nframes}")
+    expected = (int(ds.Rows), int(ds.Columns)) + ((int(ds.SamplesPerPixel),) if int(ds.SamplesPerPixel) > 1 else ())
+    for frame in frames:
+        if frame.shape != expected:
+            raise VerificationFailed(f"decoded frame shape {frame.shape} differs from the header's {expected}")
+    return np.stack(frames) if nframes > 1 else frames[0]
 
 
 def compare(source: np.ndarray, decoded: np.ndarray, *, bits_stored: int, lossless: bool) -> dict[str, Any]:

@@ -64,8 +64,13 @@ def process_files(
     settings: CompressionSettings,
     workers: int = 1,
 ) -> Iterator[FileOutcome]:
-    """Outcomes in job order; a file whose worker dies is kept as-is with a warning."""
-    if workers <= 1:
+    """Outcomes in job order; a file whose worker dies is kept as-is with a warning.
+
+    ``workers=0`` encodes in this process (no fork, no pipes): for tests and tiny runs. With
+    one or more workers the encoder runs in child processes, so this process is free to read,
+    zip and upload while they encode (the encoder holds the GIL).
+    """
+    if workers <= 0:
         from pipeline.codec import codec_for
 
         codec = codec_for(settings)

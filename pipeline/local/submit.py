@@ -38,7 +38,7 @@ def submit_study(
     options: dict[str, Any] | None = None,
     threads: int = 8,
 ) -> dict[str, Any]:
-    """Upload ``local_dir`` under ``url``; returns what was uploaded (and the manifest, if any)."""
+    """Upload ``local_dir`` under ``url``, then the marker (``manifest``, ``ready`` or ``none``)."""
     root = Path(local_dir)
     bucket, prefix = parse_s3_url(url)
     s3 = client("s3")
@@ -52,9 +52,12 @@ def submit_study(
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         listed = list(pool.map(upload, files))
+    result: dict[str, Any] = {"bucket": bucket, "prefix": prefix, "files": len(listed), "listed": listed, "marker": None}
     if marker == "manifest":
         manifest = {**(options or {}), "files": listed}
         s3.put_object(Bucket=bucket, Key=prefix + "manifest.json", Body=json.dumps(manifest, indent=2).encode())
-        return {"bucket": bucket, "prefix": prefix, "files": len(listed), "marker": "manifest.json", "manifest": manifest}
-    s3.put_object(Bucket=bucket, Key=prefix + "_READY", Body=b"")
-    return {"bucket": bucket, "prefix": prefix, "files": len(listed), "marker": "_READY"}
+        result.update(marker="manifest.json", manifest=manifest)
+    elif marker == "ready":
+        s3.put_object(Bucket=bucket, Key=prefix + "_READY", Body=b"")
+        result["marker"] = "_READY"
+    return result

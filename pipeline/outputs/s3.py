@@ -7,7 +7,7 @@ import queue
 import threading
 from typing import Any
 
-PART_SIZE = 16 * 1024 * 1024
+PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS_IN_FLIGHT = 2
 
 

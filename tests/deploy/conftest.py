@@ -33,6 +33,7 @@ PACKAGE_TIMEOUT_S = 1800
 PACKAGE_INPUTS = (
     "serverless.yml",
     "requirements.txt",
+    "requirements-lambda.txt",
     "deploy.mk",
     "package.json",
     "package-lock.json",

@@ -1,0 +1,299 @@
+"""Side-by-side benchmark: our pipeline (end to end through the local stack), the codec alone,
+the old system's codec (dcmjs-codecs under Node) and HTJ2K, on the same files, in one run.
+
+Usage: ``python -m bench [--quick]`` (``make bench``). Writes BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.measure import TreeMemorySampler
+from bench.studies import build_study, study_bytes, study_files
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".bench"
+CORPUS = Path(os.environ.get("DICOM_CORPUS", ROOT.parent / "shared" / "dicom-corpus"))
+PRICE_GB_S = {"arm64": 0.0000133334, "x86_64": 0.0000166667}
+PRICE_REQUEST = 0.20 / 1_000_000
+OLD_SECONDS, OLD_MEMORY_MB = 67.88, 1024  # REFERENCE.md: 399 files, 196.9 MB
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- pipeline, end to end
+def run_pipeline(stack: Any, study: Path, name: str, *, workers: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Upload once per study; each variant writes a new manifest (the trigger) with its own output name."""
+    from pipeline.aws import client
+    from pipeline.local.demo import wait_for_record
+    from pipeline.local.submit import submit_study
+
+    s3 = client("s3")
+    prefix = f"incoming/bench/{study.name}/"
+    listed = _uploaded.get(study.name)
+    if listed is None:
+        log(f"uploading {study.name} to the local stack")
+        listed = submit_study(study, f"s3://{stack.bucket}/{prefix}", marker="none")["listed"]
+        _uploaded[study.name] = listed
+    out_name = f"{study.name}-{name}.zip"
+    env = {**os.environ, **stack.env(), "WORKERS": str(workers), "LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    worker = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", stack.queue_url], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)  # worker imported and polling; excluded from the timing
+        with TreeMemorySampler(worker.pid) as mem:
+            t0 = time.perf_counter()
+            manifest = {**options, "outputFilename": out_name, "overwriteExisting": True, "files": listed}
+            s3.put_object(Bucket=stack.bucket, Key=prefix + "manifest.json", Body=json.dumps(manifest).encode())
+            record = wait_for_record(stack.bucket, f"compressed/bench/{out_name[:-4]}.result.json", timeout=3600)
+            seconds = time.perf_counter() - t0
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert record["status"] != "failed", record.get("error")
+    return {
+        "seconds": seconds,
+        "worker_seconds": record["timings"]["total"],
+        "files": record["totals"]["files"],
+        "bytes_in": record["totals"]["bytesIn"],
+        "bytes_out": record["totals"]["bytesOut"],
+        "pixel_ratio": record["totals"]["pixelRatio"],
+        "peak_pss_mb": mem.peak_pss_kb / 1024,
+        "peak_rss_mb": mem.peak_rss_kb / 1024,
+        "min_psnr": record["verification"]["minPsnrDb"],
+        "bit_exact": record["verification"]["bitExact"],
+        "compressed": record["totals"]["compressed"],
+    }
+
+
+_uploaded: dict[str, list[dict[str, Any]]] = {}
+
+
+# ---------------------------------------------------------------- codec alone
+def run_codec_loop(study: Path, *, lossless: bool, codec: str = "j2k") -> dict[str, Any]:
+    """process_file on preloaded bytes, one process, verification on: the ceiling for this CPU."""
+    from pipeline.codec import codec_for
+    from pipeline.config import CompressionSettings
+    from pipeline.files.process import process_file
+
+    settings = CompressionSettings(mode="lossless" if lossless else "lossy", codec=codec)  # type: ignore[arg-type]
+    enc = codec_for(settings)
+    files = [(p.name, p.read_bytes()) for p in study_files(study)]
+    t0 = time.perf_counter()
+    out = sum(len(process_file(n, d, settings, enc).data or b"") for n, d in files)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "files": len(files), "bytes_in": sum(len(d) for _, d in files), "bytes_out": out}
+
+
+# ---------------------------------------------------------------- the old codec
+def run_dcmjs(study: Path, *, lossless: bool) -> dict[str, Any]:
+    listing = WORK / f"{study.name}.files.txt"
+    listing.write_text("\n".join(str(p) for p in study_files(study)) + "\n")
+    cmd = ["node", str(ROOT / "bench/dcmjs/encode.js"), "--rate", "100"] + (["--lossless"] if lossless else []) + [str(listing)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout)
+    assert result["ok"] == result["files"], result["failed"][:3]
+    return result
+
+
+# ---------------------------------------------------------------- environment facts
+def import_time() -> float:
+    code = "import time; t=time.perf_counter(); import handlers.worker; print(time.perf_counter()-t)"
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                                 env={**os.environ, "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_NAMESPACE": "x"},
+                                 check=True).stdout) for _ in range(5)]
+    return statistics.median(runs)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} x {model}, {mem:.0f} GiB, Linux {platform.release()}, Python {platform.python_version()}, Node {node}"
+
+
+def lambda_model(t1: float, speedup2: float, arch: str = "arm64") -> list[dict[str, Any]]:
+    """Latency and cost per memory size from the measured 1-worker time and 2-worker speedup.
+
+    CPU share is proportional to memory (1,769 MB = 1 vCPU); workers = whole vCPUs (at least 1);
+    n workers are assumed to scale like the measured 2 (1 + (n-1) x (S2 - 1)).
+    """
+    from pipeline.files.workers import available_cpus
+
+    rows = []
+    for mb in (1024, 1769, 2048, 3008, 3538, 5307, 7076, 10240):
+        vcpu = mb / 1769
+        workers = available_cpus({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(mb)})
+        speed = vcpu if vcpu < 1 else min(1 + (workers - 1) * (speedup2 - 1), vcpu)
+        seconds = t1 / speed
+        cost = mb / 1024 * seconds * PRICE_GB_S[arch] + PRICE_REQUEST
+        rows.append({"memory_mb": mb, "vcpu": round(vcpu, 2), "workers": workers, "seconds": seconds, "cost_per_1000": cost * 1000})
+    return rows
+
+
+# ---------------------------------------------------------------- report
+def fmt(x: float, nd: int = 2) -> str:
+    return f"{x:,.{nd}f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small studies, for trying the bench itself")
+    parser.add_argument("--skip-2g", action="store_true", help="leave out the 2 GB study")
+    args = parser.parse_args()
+    if not (CORPUS / "MANIFEST.csv").exists():
+        sys.exit(f"corpus not found at {CORPUS}")
+    WORK.mkdir(exist_ok=True)
+    n400, n800, n2g = (40, 40, 400) if args.quick else (400, 400, 3900)
+    log("building reference studies")
+    s400 = build_study(WORK / f"ct-{n400}", CORPUS, slices=n400)
+    s800 = build_study(WORK / f"ct-nested-2x{n800}", CORPUS, slices=n800, series=2)
+    s2g = None if args.skip_2g else build_study(WORK / f"ct-{n2g}", CORPUS, slices=n2g)
+    mb400 = study_bytes(s400) / 1e6
+    log(f"{s400.name}: {len(study_files(s400))} files, {mb400:.1f} MB")
+
+    from pipeline.files.workers import available_cpus
+    from pipeline.local.stack import RunningStack
+
+    allw = available_cpus()
+    res: dict[str, Any] = {}
+    for mode, opts in (("rate100", {"compressionRate": 100}), ("lossless", {"mode": "lossless"})):
+        lossless = mode == "lossless"
+        log(f"codec alone, {mode}")
+        res[f"codec-{mode}"] = run_codec_loop(s400, lossless=lossless)
+        log(f"dcmjs-codecs, {mode}")
+        res[f"dcmjs-{mode}"] = run_dcmjs(s400, lossless=lossless)
+        log(f"HTJ2K codec alone, {mode}")
+        res[f"htj2k-codec-{mode}"] = run_codec_loop(s400, lossless=lossless, codec="htj2k")
+    with RunningStack() as stack:
+        for mode, opts in (("rate100", {"compressionRate": 100}), ("lossless", {"mode": "lossless"})):
+            for w in sorted({1, allw}):
+                log(f"pipeline {s400.name} {mode} workers={w}")
+                res[f"pipe-{mode}-w{w}"] = run_pipeline(stack, s400, f"{mode}-w{w}", workers=w, options=opts)
+            log(f"pipeline HTJ2K {mode} workers={allw}")
+            res[f"pipe-htj2k-{mode}"] = run_pipeline(stack, s400, f"htj2k-{mode}", workers=allw, options={**opts, "codec": "htj2k"})
+        log(f"pipeline {s800.name} rate100 workers={allw}")
+        res["pipe-nested"] = run_pipeline(stack, s800, "rate100", workers=allw, options={"compressionRate": 100})
+        if s2g is not None:
+            log(f"pipeline {s2g.name} rate100 workers={allw}")
+            res["pipe-2g"] = run_pipeline(stack, s2g, "rate100", workers=allw, options={"compressionRate": 100})
+    res["import_seconds"] = import_time()
+    (WORK / "results.json").write_text(json.dumps(res, indent=2))
+    report = render(res, s400, s800, s2g, allw, args)
+    if not args.quick:
+        (ROOT / "BENCHMARKS.md").write_text(report)
+    print(report)
+    return 0
+
+
+def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, allw: int, args: argparse.Namespace) -> str:
+    n400, mb400 = len(study_files(s400)), study_bytes(s400) / 1e6
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {machine()}.  ",
+        f"Date: {time.strftime('%Y-%m-%d')}. Command: `make bench` (`python -m bench{' --quick' if args.quick else ''}`), one run, all rows below from it.",
+        "",
+        f"Study: `{s400.name}`, {n400} real CT slices (512x512, 16-bit, copies of the corpus CT series with new UIDs), {mb400:.1f} MB.",
+        "Verification (decode and compare) is on in every row of ours. Pipeline rows are end to end through the local stack:",
+        "manifest.json upload -> S3 notification -> SQS -> worker process -> S3 reads -> encode -> ZIP -> multipart upload -> result record.",
+        "Memory is the peak of all the worker's processes together (PSS: pages shared by forked workers counted once; RSS sum in brackets).",
+        "",
+        "| run | setting | seconds | MB/s in | ratio (pixel) | peak memory MB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for mode in ("rate100", "lossless"):
+        for w in sorted({1, allw}):
+            r = res[f"pipe-{mode}-w{w}"]
+            lines.append(f"| pipeline, {w} worker(s) | J2K {mode} | {fmt(r['seconds'])} | {fmt(r['bytes_in'] / 1e6 / r['seconds'], 1)} | {fmt(r['pixel_ratio'], 1)} | {fmt(r['peak_pss_mb'], 0)} ({fmt(r['peak_rss_mb'], 0)}) |")
+        c = res[f"codec-{mode}"]
+        lines.append(f"| codec alone, 1 process, no I/O | J2K {mode} | {fmt(c['seconds'])} | {fmt(c['bytes_in'] / 1e6 / c['seconds'], 1)} | | |")
+        d = res[f"dcmjs-{mode}"]
+        lines.append(f"| dcmjs-codecs (old system), Node, in memory | J2K {mode} | {fmt(d['seconds'])} | {fmt(d['bytes_in'] / 1e6 / d['seconds'], 1)} | {fmt(d['pixel_bytes_in'] / max(d['pixel_bytes_out'], 1), 1)} | {fmt(d['peak_rss_mb'], 0)} |")
+        h = res[f"pipe-htj2k-{mode}"]
+        lines.append(f"| pipeline, {allw} workers | HTJ2K {mode} | {fmt(h['seconds'])} | {fmt(h['bytes_in'] / 1e6 / h['seconds'], 1)} | {fmt(h['pixel_ratio'], 1)} | {fmt(h['peak_pss_mb'], 0)} ({fmt(h['peak_rss_mb'], 0)}) |")
+        hc = res[f"htj2k-codec-{mode}"]
+        lines.append(f"| HTJ2K codec alone, 1 process | HTJ2K {mode} | {fmt(hc['seconds'])} | {fmt(hc['bytes_in'] / 1e6 / hc['seconds'], 1)} | | |")
+    nest = res["pipe-nested"]
+    lines.append(f"| pipeline, {allw} workers, `{s800.name}` ({nest['files']} files, {nest['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(nest['seconds'])} | {fmt(nest['bytes_in'] / 1e6 / nest['seconds'], 1)} | {fmt(nest['pixel_ratio'], 1)} | {fmt(nest['peak_pss_mb'], 0)} ({fmt(nest['peak_rss_mb'], 0)}) |")
+    big = res.get("pipe-2g")
+    if big:
+        lines.append(f"| pipeline, {allw} workers, `{s2g.name}` ({big['files']} files, {big['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(big['seconds'])} | {fmt(big['bytes_in'] / 1e6 / big['seconds'], 1)} | {fmt(big['pixel_ratio'], 1)} | {fmt(big['peak_pss_mb'], 0)} ({fmt(big['peak_rss_mb'], 0)}) |")
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}"
+
+    w1, wa = res["pipe-rate100-w1"], res[f"pipe-rate100-w{allw}"]
+    l1, la = res["pipe-lossless-w1"], res[f"pipe-lossless-w{allw}"]
+    targets = [
+        ("pipeline 1 worker / codec alone (throughput), rate 100", res["codec-rate100"]["seconds"] / w1["seconds"], 0.85),
+        ("pipeline 1 worker / codec alone (throughput), lossless", res["codec-lossless"]["seconds"] / l1["seconds"], 0.85),
+        (f"pipeline {allw} workers / 1 worker, rate 100", w1["seconds"] / wa["seconds"], 1.6),
+        (f"pipeline {allw} workers / 1 worker, lossless", l1["seconds"] / la["seconds"], 1.6),
+        (f"pipeline {allw} workers / dcmjs-codecs loop, J2K rate 100", res["dcmjs-rate100"]["seconds"] / wa["seconds"], 1.5),
+        (f"pipeline {allw} workers / dcmjs-codecs loop, J2K lossless", res["dcmjs-lossless"]["seconds"] / la["seconds"], 1.5),
+        ("HTJ2K pipeline / dcmjs-codecs loop, rate 100", res["dcmjs-rate100"]["seconds"] / res["pipe-htj2k-rate100"]["seconds"], 5.0),
+        ("HTJ2K pipeline / dcmjs-codecs loop, lossless", res["dcmjs-lossless"]["seconds"] / res["pipe-htj2k-lossless"]["seconds"], 5.0),
+    ]
+    if big:
+        targets.append(("peak memory 2 GB study / 200 MB study (PSS)", 1 / (big["peak_pss_mb"] / wa["peak_pss_mb"]), 1 / 1.2))
+    lines += ["", "## Ratios against the targets (issue 5)", "", "| ratio | measured | target | |", "|---|---:|---:|---|"]
+    for label, value, target in targets:
+        if label.startswith("peak memory"):
+            shown, tgt = 1 / value, "<= 1.20"
+            ok = 1 / value <= 1.2
+        else:
+            shown, tgt, ok = value, f">= {target:.2f}", value >= target
+        lines.append(f"| {label} | {shown:.2f} | {tgt} | {'met' if ok else 'NOT met'} |")
+    if big:
+        lines.append(f"| peak memory on the 2 GB study, all worker processes (PSS) | {big['peak_pss_mb']:.0f} MB | < 300 MB | {'met' if big['peak_pss_mb'] < 300 else 'NOT met'} |")
+
+    t1 = w1["seconds"] * 399 / n400  # scaled per file to the reference 399-file study
+    s2 = w1["seconds"] / wa["seconds"]
+    model = lambda_model(t1, s2)
+    cheapest = min(model, key=lambda r: r["cost_per_1000"])
+    fastest = min(model, key=lambda r: r["seconds"])
+    old_cost = (OLD_MEMORY_MB / 1024 * OLD_SECONDS * PRICE_GB_S["x86_64"] + PRICE_REQUEST) * 1000
+    lines += [
+        "",
+        "## Lambda model for the reference 399-slice study (J2K rate 100, verification on, arm64 prices)",
+        "",
+        f"From the measured 1-worker end-to-end time scaled to 399 files ({t1:.1f} s at one full vCPU) and the measured",
+        f"{allw}-worker speedup ({s2:.2f}x): CPU share = memory / 1,769 MB; workers = whole vCPUs (at least 1).",
+        "Assumes a Lambda vCPU is as fast as one core of this machine (Graviton differs: measure after deploying).",
+        "",
+        "| memory MB | vCPU | workers | est. seconds | est. $ per 1,000 studies |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in model:
+        lines.append(f"| {r['memory_mb']:,} | {r['vcpu']} | {r['workers']} | {r['seconds']:.1f} | {r['cost_per_1000']:.3f} |")
+    lines += [
+        "",
+        f"- Cheapest: {cheapest['memory_mb']:,} MB, about {cheapest['seconds']:.1f} s, ${cheapest['cost_per_1000']:.3f} per 1,000 studies.",
+        f"- Fastest: {fastest['memory_mb']:,} MB, about {fastest['seconds']:.1f} s, ${fastest['cost_per_1000']:.3f} per 1,000 studies.",
+        f"- Old system: {OLD_SECONDS} s at 1,024 MB x86 = ${old_cost:.3f} per 1,000 studies (REFERENCE.md).",
+        f"- Handler import time (fresh process, median of 5): {res['import_seconds']:.3f} s.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
