@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(PY) -m pipeline demo
 
 bench: $(STAMP)
+	cd bench/dcmjs && npm ci --no-audit --no-fund --silent
 	$(PY) -m bench
 
 clean:

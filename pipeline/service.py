@@ -57,7 +57,8 @@ class ServiceConfig:
     event_bus_name: str
     settings: CompressionSettings
     max_receives: int = 3
-    lock_stale_seconds: int = 1800
+    #: A lock whose holder has not refreshed it for this long belongs to a dead worker.
+    lock_stale_seconds: int = 300
     workers: int | None = None
 
     @classmethod
@@ -77,7 +78,7 @@ class ServiceConfig:
             event_bus_name=env.get("EVENT_BUS_NAME", "default"),
             settings=settings_from_env(env),
             max_receives=int(env.get("MAX_RECEIVES", "3")),
-            lock_stale_seconds=int(env.get("LOCK_STALE_SECONDS", "1800")),
+            lock_stale_seconds=int(env.get("LOCK_STALE_SECONDS", "300")),
             workers=int(env["WORKERS"]) if env.get("WORKERS") else None,
         )
 
@@ -194,8 +195,13 @@ def prepare(job: StudyJob, *, last_attempt: bool) -> None:
     job.fingerprint = fingerprint(job, selected)
 
 
+def _lock_body(job: StudyJob) -> bytes:
+    return json.dumps({"fingerprint": job.fingerprint, "since": time.time()}).encode()
+
+
 def _acquire_lock(s3: Any, job: StudyJob) -> None:
-    body = json.dumps({"fingerprint": job.fingerprint, "since": time.time()}).encode()
+    """Take the study's lock (a conditional PUT); a lock not refreshed for a while is taken over."""
+    body = _lock_body(job)
     bucket = job.cfg.target_bucket
     for _ in range(2):
         try:
@@ -233,6 +239,7 @@ def _heartbeat(s3: Any, job: StudyJob, started: str, deadline: Callable[[], int]
         if now - last[0] >= HEARTBEAT_SECONDS or done == 0:
             last[0] = now
             put_json(s3, job.cfg.target_bucket, job.record_key, _processing_record(job, started, done, total))
+            s3.put_object(Bucket=job.cfg.target_bucket, Key=job.lock_key, Body=_lock_body(job))  # still alive
 
     return beat
 
