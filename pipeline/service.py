@@ -345,9 +345,9 @@ def _compress(job: StudyJob, remaining_ms: Callable[[], int] | None) -> dict[str
         started = _now()
         assert job.study is not None and job.settings is not None
         logger.info("compressing study", extra={"study": job.trigger.study_prefix, "files": len(job.study.objects)})
-        run = compress_study(
-            job.study, sink, job.settings, workers=workers, progress=_heartbeat(s3, job, started, remaining_ms)
-        )
+        beat = _heartbeat(s3, job, started, remaining_ms)
+        beat(0, len(job.study.objects))  # the "processing" record exists from the start
+        run = compress_study(job.study, sink, job.settings, workers=workers, progress=beat)
         sink.complete()
         study, output = job.locations()
         record = build_record(
