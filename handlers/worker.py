@@ -15,12 +15,13 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from pipeline.observability import logger
-from pipeline.service import RetryLater, ServiceConfig, run_trigger
+from pipeline.service import DeadLetter, RetryLater, ServiceConfig, run_trigger
 from pipeline.trigger.events import Dropped, parse_body
 
 tracer = Tracer()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# With batch size 1 every retry is a whole-batch failure: report it as such, not as a Lambda error.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 _context: dict[str, Any] = {}
 
 
@@ -55,6 +56,9 @@ def record_handler(record: SQSRecord) -> None:
             result = run_trigger(item, cfg, receive_count=receive_count, remaining_ms=remaining)
         except RetryLater as exc:
             logger.info("study not ready, will retry", extra={"reason": str(exc)[:300], "attempt": receive_count})
+            raise
+        except DeadLetter:
+            logger.warning("study failed on its last attempt; its message goes to the DLQ", extra={"attempt": receive_count})
             raise
         finally:
             logger.remove_keys(["study"])

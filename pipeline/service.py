@@ -41,11 +41,20 @@ class RetryLater(Exception):
 
 
 class StudyFailed(Exception):
-    """Permanent failure with a user-facing reason (already free of patient data)."""
+    """Permanent failure with a user-facing reason (already free of patient data).
 
-    def __init__(self, code: str, message: str) -> None:
+    ``dead_letter``: after recording and announcing it, leave the message to go to the DLQ
+    (the study failed on every attempt; an operator can redrive it once the cause is fixed).
+    """
+
+    def __init__(self, code: str, message: str, *, dead_letter: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.dead_letter = dead_letter
+
+
+class DeadLetter(Exception):
+    """Recorded and announced; raised so SQS moves the message to the dead-letter queue."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +187,10 @@ def prepare(job: StudyJob, *, last_attempt: bool) -> None:
     """Read the manifest, list and check the study; raises RetryLater/StudyFailed."""
     s3 = client("s3")
     job.manifest = _read_manifest(s3, job)
-    job.settings = job.manifest.settings(job.cfg.settings) if job.manifest else job.cfg.settings
+    try:
+        job.settings = job.manifest.settings(job.cfg.settings) if job.manifest else job.cfg.settings
+    except ManifestError as exc:
+        raise StudyFailed("InvalidManifest", str(exc)) from exc
     job.zip_key, job.record_key = output_keys(job.cfg, job.study_path, job.manifest)
     checksums = {f.path: f.sha256 for f in (job.manifest.files or ()) if f.sha256} if job.manifest else {}
     source = S3StudySource(s3, job.trigger.bucket, job.trigger.study_prefix, checksums=checksums)
@@ -187,7 +199,7 @@ def prepare(job: StudyJob, *, last_attempt: bool) -> None:
     if problems:
         message = f"study incomplete: {len(problems)} file(s) listed in manifest.json not present as listed: " + "; ".join(problems[:20])
         if last_attempt:
-            raise StudyFailed("IncompleteStudy", message[:2000])
+            raise StudyFailed("IncompleteStudy", message[:2000], dead_letter=True)
         raise RetryLater(message[:300])
     if not selected:
         raise StudyFailed("EmptyStudy", "the study folder holds no files besides its marker")
@@ -284,7 +296,10 @@ def _fail(job: StudyJob, code: str, message: str, *, write_record: bool = True) 
                "finishedAt": _now()},
     )
     if write_record and job.record_key:
-        put_json(s3, job.cfg.target_bucket, job.record_key, record)
+        existing = get_json(s3, job.cfg.target_bucket, job.record_key)
+        # A finished study's record describes its ZIP: a later failed trigger must not replace it.
+        if not (existing and existing.get("status") in (SUCCEEDED, SUCCEEDED_WITH_WARNINGS)):
+            put_json(s3, job.cfg.target_bucket, job.record_key, record)
     publish(client("events"), job.cfg.event_bus_name, event_detail(record, study=study, output=output))
     logger.warning("study failed", extra={"study": job.trigger.study_prefix, "code": code, "reason": message[:500]})
     return record
@@ -317,7 +332,10 @@ def run_trigger(
                              "(set overwriteExisting: true in manifest.json to replace it)", write_record=False)
         return _compress(job, remaining_ms)
     except StudyFailed as exc:
-        return _fail(job, exc.code, str(exc))
+        record = _fail(job, exc.code, str(exc))
+        if exc.dead_letter:
+            raise DeadLetter(exc.code) from exc
+        return record
     except SourceError as exc:
         return _fail(job, "SourceUnreadable", str(exc))
     except RetryLater:

@@ -257,7 +257,8 @@ def check_event_shape(event: Event, *, bucket: str) -> None:
     if raw["detail-type"] == COMPRESSED:
         assert detail["status"] in ("succeeded", "succeeded_with_warnings")
         assert set(detail["totals"]) == EVENT_TOTAL_KEYS
-        assert "error" not in detail
+        assert set(detail["verification"]) == {"bitExact", "lossy", "minPsnrDb", "maxAbsError"}
+        assert detail.get("error") is None  # README shows "error": null; the code leaves it out
         assert set(detail["settings"]) == {"mode", "rate", "codec", "verify"}
     else:
         assert detail["status"] == "failed"

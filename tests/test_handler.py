@@ -41,6 +41,8 @@ from pipeline.aws import client, reset_clients
 from pipeline.local.stack import LocalStack
 from pipeline.local.worker import LambdaContext, sqs_event
 
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
+
 
 @dataclass
 class Aws:
@@ -295,10 +297,6 @@ def test_retry_in_a_mixed_batch_reports_only_that_record(aws: Aws, small: dict[s
     assert failures(aws.invoke(msgs)) == [study_msg["MessageId"]]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: handlers/worker.py builds BatchProcessor(event_type=EventType.SQS) with the "
-                   "default raise_on_entire_batch_failure=True; with batchSize 1 (serverless.yml) every retry "
-                   "(RetryLater) makes process_partial_response raise BatchProcessingError, i.e. a Lambda invocation "
-                   "error (WorkerErrorsAlarm) instead of a reported batch item failure")
 def test_retry_of_a_single_message_batch_is_a_batch_item_failure(aws: Aws, small: dict[str, bytes]) -> None:
     drop_test_event(aws)
     prefix = "incoming/incomplete/single/"
@@ -326,9 +324,6 @@ def test_invalid_manifest_fails_at_once(aws: Aws, small: dict[str, bytes]) -> No
     assert aws.receive() == [] and aws.dlq() == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pipeline/service.py prepare() calls Manifest.settings(), whose ManifestError "
-                   "(compressionRate outside (1, 10000] for lossy) is not turned into StudyFailed('InvalidManifest'); it "
-                   "falls into run_trigger's generic `except Exception` and is retried as an unexpected error")
 @pytest.mark.parametrize("manifest", [b'{"compressionRate": 1}', b'{"compressionRate": 20000}'])
 def test_manifest_with_unusable_rate_fails_at_once(aws: Aws, small: dict[str, bytes], manifest: bytes) -> None:
     drop_test_event(aws)
@@ -343,9 +338,6 @@ def test_manifest_with_unusable_rate_fails_at_once(aws: Aws, small: dict[str, by
     assert event.detail_type == FAILED
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_manifest accepts metadata strings with lone surrogates "
-                   "(JSON \\udc80); the final record cannot be UTF-8 encoded (put_json, ensure_ascii=False), so "
-                   "after the ZIP is written the job raises UnicodeEncodeError: no final record, no event, retried")
 def test_manifest_metadata_that_cannot_be_stored_fails_cleanly(aws: Aws, small: dict[str, bytes]) -> None:
     drop_test_event(aws)
     prefix = "incoming/invalid/surrogate/"
@@ -421,3 +413,36 @@ def test_changed_inputs_without_and_with_overwrite(aws: Aws, small: dict[str, by
     assert replaced.detail["inputFingerprint"] == record_after["inputFingerprint"]
     with zipfile.ZipFile(io.BytesIO(zip_after)) as zf:
         assert zf.namelist() == SMALL_ORDER
+
+
+def test_manifest_sha256_mismatch_fails_the_study(aws: Aws, small: dict[str, bytes]) -> None:
+    drop_test_event(aws)
+    prefix = "incoming/sha/s1/"
+    doc = json.loads(manifest_for(small))
+    doc["files"][1]["sha256"] = "0" * 64  # what the client computed is not what arrived
+    bad_path = doc["files"][1]["path"]
+    aws.submit(prefix, small, marker="manifest.json", marker_body=json.dumps(doc).encode())
+    assert aws.run([aws.receive_one()]) == set()
+    record = aws.record("compressed/sha/s1.result.json")
+    assert record["status"] == "failed"
+    assert bad_path in record["error"]["message"] and "sha256" in record["error"]["message"]
+    assert aws.get("compressed/sha/s1.zip") is None
+    [event] = aws.new_events(prefix)
+    assert event.detail_type == FAILED and event.detail["error"] == record["error"]
+
+
+def test_failure_after_success_does_not_clobber_the_record(aws: Aws, small: dict[str, bytes]) -> None:
+    drop_test_event(aws)
+    prefix = "incoming/clobber/s1/"
+    aws.submit(prefix, small)
+    assert aws.run([aws.receive_one()]) == set()
+    zip_before, record_before = aws.get("compressed/clobber/s1.zip"), aws.get("compressed/clobber/s1.result.json")
+    assert json.loads(record_before or b"{}")["status"] == "succeeded"
+    aws.new_events(prefix)
+
+    aws.s3.put_object(Bucket=aws.stack.bucket, Key=prefix + "manifest.json", Body=b'{"mode": "lossles"}')
+    assert aws.run([aws.receive_one()]) == set()
+    [event] = aws.new_events(prefix)
+    assert event.detail_type == FAILED and event.detail["error"]["code"] == "InvalidManifest"
+    assert aws.get("compressed/clobber/s1.zip") == zip_before
+    assert aws.get("compressed/clobber/s1.result.json") == record_before

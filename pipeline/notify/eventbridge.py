@@ -30,10 +30,8 @@ def event_detail(record: dict[str, Any], *, study: dict[str, str], output: dict[
     if record.get("verification"):
         v = record["verification"]
         detail["verification"] = {k: v.get(k) for k in ("bitExact", "lossy", "minPsnrDb", "maxAbsError")}
-    if record.get("error"):
-        detail["error"] = record["error"]
-    if record.get("warnings"):
-        detail["warningCount"] = len(record["warnings"])
+    detail["error"] = record.get("error")
+    detail["warningCount"] = len(record.get("warnings") or [])
     return detail
 
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import CompressionSettings, SettingsError
+from pipeline.config import MAX_RATE, CompressionSettings, SettingsError
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_DEPTH = 32
@@ -74,6 +74,10 @@ def _check_depth_raw(raw: bytes) -> None:
             depth -= 1
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _safe_relative(path: str) -> bool:
     return bool(path) and not path.startswith("/") and "\\" not in path and all(
         part not in ("", ".", "..") for part in path.split("/")
@@ -86,9 +90,15 @@ def parse_manifest(raw: bytes) -> Manifest:
         raise ManifestError(f"manifest.json is {len(raw):,} bytes; the limit is {MAX_MANIFEST_BYTES:,}")
     _check_depth_raw(raw)
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError(f"manifest.json is not valid JSON: {type(exc).__name__}") from exc
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        # Lone surrogates (\\udXXX escapes) parse but cannot be stored or sent on: refuse them here.
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError("manifest.json is not valid JSON: it is not UTF-8 text") from exc
+    except UnicodeEncodeError as exc:
+        raise ManifestError("manifest.json is not valid JSON: it contains lone surrogate escapes") from exc
+    except ValueError as exc:
+        raise ManifestError(f"manifest.json is not valid JSON: {exc}"[:200]) from exc
     if not isinstance(doc, dict):
         raise ManifestError("manifest.json must be a JSON object")
     unknown = sorted(set(doc) - _FIELDS)
@@ -98,6 +108,8 @@ def parse_manifest(raw: bytes) -> Manifest:
     rate = doc.get("compressionRate")
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0):
         raise ManifestError("compressionRate must be a number >= 0 (0 means lossless)")
+    if rate is not None and rate != 0 and not 1 < rate <= MAX_RATE:
+        raise ManifestError(f"compressionRate must be 0 (lossless) or above 1 and at most {MAX_RATE:g}")
     mode = doc.get("mode")
     if mode is not None and mode not in ("lossy", "lossless"):
         raise ManifestError("mode must be 'lossy' or 'lossless'")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import platform
 import re
-import shutil
 import struct
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
+from lambda_runtime import host_arch, python312, runtime_provided_dir
 
 pytestmark = pytest.mark.deploy
 
@@ -29,8 +28,11 @@ RUNTIME_PACKAGES = {
     "numpy": "numpy",
     "aws_lambda_powertools": "aws_lambda_powertools",
 }
+# Lambda-only additions (requirements-lambda.txt): powertools' Tracer needs the X-Ray SDK.
+LAMBDA_EXTRAS = {"aws_xray_sdk": "aws_xray_sdk"}
 # Shipped by the Lambda Python runtime: must not be in the artifact.
-RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six")
+REPO = Path(__file__).resolve().parents[2]
 NOT_SHIPPED_PREFIXES = ("tests/", "fixtures/", "bench/", "docs/", ".venv/", "node_modules/",
                         ".ci/", "build/", "scripts/", ".serverless/", ".git/")
 NOT_SHIPPED_FILES = ("serverless.yml", "package.json", "package-lock.json", "deploy.mk",
@@ -54,7 +56,7 @@ def test_contains_function_code(names: list[str]) -> None:
 
 
 def test_contains_runtime_packages_with_metadata(names: list[str]) -> None:
-    for module, dist in RUNTIME_PACKAGES.items():
+    for module, dist in {**RUNTIME_PACKAGES, **LAMBDA_EXTRAS}.items():
         assert f"{module}/__init__.py" in names, f"{module} missing"
         meta = [n for n in names if re.fullmatch(rf"{dist}-[^/]+\.dist-info/METADATA", n)]
         assert len(meta) == 1, f"{dist} dist-info: {meta}"
@@ -65,12 +67,27 @@ def test_contains_runtime_packages_with_metadata(names: list[str]) -> None:
 def test_excludes_runtime_provided_and_development_files(names: list[str]) -> None:
     tops = {n.split("/", 1)[0] for n in names}
     for pkg in RUNTIME_PROVIDED:
-        assert pkg not in tops, f"{pkg} is provided by the Lambda runtime"
+        assert pkg not in tops and f"{pkg}.py" not in tops, f"{pkg} is provided by the Lambda runtime"
         assert not [t for t in tops if t.startswith(f"{pkg}-") and t.endswith(".dist-info")]
     assert not [n for n in names if n.startswith(NOT_SHIPPED_PREFIXES)]
     assert not [n for n in names if n in NOT_SHIPPED_FILES]
     assert not [n for n in names if n.endswith((".pyc", ".pyo")) or "/__pycache__/" in n]
     assert not [n for n in names if re.search(r"(^|/)(handlers|pipeline)/(.*/)?tests?/", n)]
+
+
+def _requirements(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def test_lambda_requirements_carry_the_runtime_requirements() -> None:
+    """requirements-lambda.txt (what the artifact is built from) must not drift from
+    requirements.txt (the project's runtime deps): every line of it, verbatim."""
+    runtime = _requirements(REPO / "requirements.txt")
+    lam = _requirements(REPO / "requirements-lambda.txt")
+    assert runtime and set(runtime) <= set(lam), sorted(set(runtime) - set(lam))
+    names = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in lam}
+    assert not names & {"boto3", "botocore", "s3transfer"}
 
 
 def _elf_machine(header: bytes) -> int:
@@ -108,66 +125,67 @@ def test_unzipped_size_below_lambda_limit(packages, arch) -> None:
 
 
 # ------------------------------------------------------------------ import from the artifact
-def _python312() -> str | None:
-    """A CPython 3.12 (the runtime's version: the wheels are cp312) on this machine."""
-    candidates = [os.environ.get("DEPLOY_TEST_PYTHON312"), shutil.which("python3.12"),
-                  "/usr/bin/python3.12", "/usr/local/bin/python3.12",
-                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")),
-                          reverse=True)]
-    for exe in candidates:
-        if not exe or not os.access(exe, os.X_OK):
-            continue
-        probe = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-                               capture_output=True, text=True)
-        if probe.returncode == 0 and probe.stdout.strip() == "True":
-            return exe
-    return None
-
-
 IMPORT_CHECK = r"""
-import importlib.metadata as md, json, sys
-root = sys.argv[1]
-sys.path.insert(0, root)
+import importlib.metadata as md, json, os, sys
+root, runtime = sys.argv[1], sys.argv[2]
+sys.path[:0] = [root, runtime]  # like Lambda: /var/task first, then the runtime's boto3
 import numpy, openjpeg, pydicom, aws_lambda_powertools
 from openjpeg.utils import encode_array
+from aws_lambda_powertools import Tracer
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+Tracer()  # imports the X-Ray SDK (and botocore) even when tracing is off
 files = {m.__name__: m.__file__ for m in (numpy, openjpeg, pydicom, aws_lambda_powertools)}
 arr = (numpy.arange(64 * 48, dtype=numpy.uint16).reshape(64, 48) * 7) % 4096
 stream = encode_array(arr, bits_stored=12)
 assert (openjpeg.decode(stream) == arr).all(), "J2K round trip differs"
 decoders = [e.name for e in md.entry_points(group="pylibjpeg.jpeg_2000_decoders")]
-try:
-    import boto3  # noqa: F401
-    boto = True
-except ImportError:
-    boto = False
+import boto3, botocore
+handler = None
+if os.path.exists(os.path.join(root, "handlers", "worker.py")):
+    import handlers.worker
+    handler = callable(getattr(handlers.worker, "handler", None))
 print(json.dumps({"files": files, "pydicom": md.version("pydicom"),
                   "pydicom_module": pydicom.__version__, "decoders": decoders,
-                  "numpy": numpy.__version__, "j2k_bytes": len(stream), "boto3": boto}))
+                  "numpy": numpy.__version__, "j2k_bytes": len(stream),
+                  "boto3": boto3.__file__, "botocore": botocore.__file__, "handler": handler}))
 """
 
 
 def test_artifact_imports_and_encodes_on_this_machine(packages, tmp_path: Path) -> None:
-    """Unzip the artifact built for this machine's CPU and use it from a bare Python 3.12:
-    -I -S: no site-packages, no PYTHON* variables, so only the artifact is importable."""
-    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine().lower())
+    """Unzip the artifact built for this machine's CPU and use it from a bare Python 3.12
+    (-I -S: no site-packages, no PYTHON* variables) with only the artifact and the
+    runtime-provided boto3 on sys.path: numpy/openjpeg/pydicom/powertools come from the
+    artifact, a J2K round trip works, and the handler module imports."""
+    arch = host_arch()
     if arch is None:
         pytest.skip(f"no artifact for this CPU ({platform.machine()})")
-    python = _python312()
+    python = python312()
     if python is None:
         pytest.skip("no CPython 3.12 here (the artifact holds cp312 wheels); "
                     "set DEPLOY_TEST_PYTHON312")
+    task = tmp_path / "task"
     with packages[arch].zip() as zf:
-        zf.extractall(tmp_path)
-    proc = subprocess.run([python, "-I", "-S", "-c", IMPORT_CHECK, str(tmp_path)],
-                          capture_output=True, text=True, timeout=300,
-                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)})
+        zf.extractall(task)
+    runtime = runtime_provided_dir(tmp_path / "runtime")
+    env = {  # the function's environment, with dummy values; no AWS call is made
+        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "DATA_BUCKET": "data-bucket", "TARGET_BUCKET": "data-bucket",
+        "SOURCE_PREFIX": "incoming/", "TARGET_PREFIX": "compressed/",
+        "EVENT_BUS_NAME": "bus", "COMPRESSION_RATE": "100", "LOG_LEVEL": "INFO",
+        "POWERTOOLS_SERVICE_NAME": "dicom-compression",
+        "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression",
+    }
+    proc = subprocess.run([python, "-I", "-S", "-c", IMPORT_CHECK, str(task), str(runtime)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for module, path in result["files"].items():
-        assert path.startswith(str(tmp_path)), f"{module} imported from {path}"
+        assert path.startswith(str(task)), f"{module} imported from {path}"
+    assert result["boto3"].startswith(str(runtime)), result["boto3"]
+    assert result["botocore"].startswith(str(runtime)), result["botocore"]
     assert result["pydicom"] == result["pydicom_module"]
     assert "openjpeg" in result["decoders"]
-    assert result["boto3"] is False
     assert result["j2k_bytes"] > 0
+    assert result["handler"] in (True, None), "handlers/worker.py has no callable `handler`"

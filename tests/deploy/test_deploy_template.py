@@ -41,6 +41,7 @@ def test_worker_function_settings(stack: Stack, arch: str) -> None:
     assert fn["Timeout"] == 900
     assert fn["ReservedConcurrentExecutions"] == 10
     assert fn["Role"] == "{IamRoleLambdaExecution.Arn}"
+    assert fn["TracingConfig"] == {"Mode": "Active"}  # powertools Tracer -> X-Ray
     assert fn["Environment"]["Variables"] == {
         "DATA_BUCKET": BUCKET,
         "TARGET_BUCKET": BUCKET,
