@@ -128,16 +128,18 @@ def create_resources(endpoint: str, *, visibility_timeout: int = 30, max_receive
 class RunningStack:
     """Context manager: moto server + resources + the environment pointed at them."""
 
-    def __init__(self, port: int | None = None, *, visibility_timeout: int = 30) -> None:
+    def __init__(self, port: int | None = None, *, visibility_timeout: int = 30, template: Any = "auto") -> None:
         self.port = port or free_port()
         self.visibility_timeout = visibility_timeout
+        self.template = template  # "auto": the packaged template if there is one; a path; None: create_resources
+        self.template_used: Any = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._saved_env: dict[str, str | None] = {}
 
     def __enter__(self) -> LocalStack:
         self.proc = start_moto(self.port)
         try:
-            stack = create_resources(f"http://127.0.0.1:{self.port}", visibility_timeout=self.visibility_timeout)
+            stack = self._create_resources(f"http://127.0.0.1:{self.port}")
         except BaseException:
             self.proc.kill()
             raise
@@ -148,6 +150,17 @@ class RunningStack:
 
         reset_clients()
         return stack
+
+    # One source of truth with serverless.yml: the resources come from the packaged
+    # CloudFormation template when there is one (pipeline/local/template.py).
+    def _create_resources(self, endpoint: str) -> LocalStack:
+        from pipeline.local.template import create_resources_from_template, packaged_template
+
+        template = packaged_template() if self.template == "auto" else self.template
+        self.template_used = template
+        if template is None:
+            return create_resources(endpoint, visibility_timeout=self.visibility_timeout)
+        return create_resources_from_template(endpoint, template, visibility_timeout=self.visibility_timeout)
 
     def __exit__(self, *exc: object) -> None:
         for key, value in self._saved_env.items():

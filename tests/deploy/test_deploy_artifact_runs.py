@@ -137,6 +137,14 @@ def _xray_segments(udp: socket.socket) -> list[dict]:
 
 
 @pytest.fixture
+def xray_daemon() -> Any:
+    """A UDP socket on 127.0.0.1 standing in for the X-Ray daemon."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        yield udp
+
+
+@pytest.fixture
 def lambda_python() -> str:
     if host_arch() is None:
         pytest.skip("no artifact for this CPU")
@@ -147,13 +155,14 @@ def lambda_python() -> str:
 
 
 @pytest.mark.parametrize("tracing", ["disabled", "active"])
-def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_python: str,
+def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_python: str, xray_daemon,
                                                                 tmp_path: Path, tracing: str) -> None:
     from pipeline.local.stack import RunningStack
     from pipeline.local.worker import sqs_event
 
+    package = packages[host_arch()]
     task = tmp_path / "task"
-    with packages[host_arch()].zip() as zf:
+    with package.zip() as zf:
         zf.extractall(task)
     runtime = runtime_provided_dir(tmp_path / "runtime")
     study = tmp_path / "study"
@@ -161,7 +170,10 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_
     files = sorted(p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file())
     assert sorted(files) == sorted(STUDY_ORDER)
 
-    with RunningStack() as stack:
+    # The local stack from the same package's template (pipeline/local/template.py).
+    running = RunningStack(template=package.template_path)
+    with running as stack:
+        assert running.template_used == package.template_path
         s3, sqs = _clients(stack.endpoint)
         prefix = f"{stack.source_prefix}{STUDY_PATH}/"
         for rel in files:
@@ -182,14 +194,12 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_
             "HOME": str(tmp_path),
             "TMPDIR": str(tmp_path),
         }
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the X-Ray daemon's stand-in
-        udp.bind(("127.0.0.1", 0))
         if tracing == "active":  # what Lambda sets for a function with active tracing
             del env["POWERTOOLS_TRACE_DISABLED"]
             env.update({
                 "AWS_LAMBDA_FUNCTION_NAME": "dicom-compression-dev-worker",
                 "_X_AMZN_TRACE_ID": f"Root={TRACE_ROOT};Parent=53995c3f42cd8ad8;Sampled=1",
-                "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:%d" % udp.getsockname()[1],
+                "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:%d" % xray_daemon.getsockname()[1],
                 "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
             })
         out = tmp_path / "result.json"
@@ -242,12 +252,14 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_
         assert body["detail"]["status"] == "succeeded"
         assert body["detail"]["output"]["zipKey"] == zip_key
 
-    segments = _xray_segments(udp)
-    udp.close()
+    segments = _xray_segments(xray_daemon)
     if tracing == "disabled":
         assert segments == []
         return
     names = {d.get("name") for d in segments}
     assert {"## handler", "## handlers.worker.record_handler", "s3", "events"} <= names, names
     assert {d.get("trace_id") for d in segments} == {TRACE_ROOT}
-    assert not [d for d in segments if d.get("fault") or d.get("error")], segments
+    # The only failed calls are the worker's 404 probes (manifest.json, an earlier record).
+    failed = {(d.get("aws", {}).get("operation"), d.get("http", {}).get("response", {}).get("status"))
+              for d in segments if d.get("fault") or d.get("error")}
+    assert failed <= {("HeadObject", 404), ("GetObject", 404)}, failed
