@@ -305,6 +305,19 @@ def _fail(job: StudyJob, code: str, message: str, *, write_record: bool = True) 
     return record
 
 
+def _finished_already(s3: Any, job: StudyJob) -> dict[str, Any] | None:
+    """What to do when a final record exists: nothing (same inputs), or OutputExists; None: compress."""
+    existing = get_json(s3, job.cfg.target_bucket, job.record_key)
+    if existing and existing.get("status") in (SUCCEEDED, SUCCEEDED_WITH_WARNINGS):
+        if existing.get("inputFingerprint") == job.fingerprint:
+            logger.info("duplicate trigger: outputs already match the inputs", extra={"study": job.trigger.study_prefix})
+            return {**existing, "duplicate": True}
+        if not (job.manifest and job.manifest.overwrite_existing):
+            return _fail(job, "OutputExists", f"output exists: {job.zip_key} was made from other inputs "
+                         "(set overwriteExisting: true in manifest.json to replace it)", write_record=False)
+    return None
+
+
 def run_trigger(
     trigger: StudyTrigger,
     cfg: ServiceConfig,
@@ -322,14 +335,9 @@ def run_trigger(
     s3 = client("s3")
     try:
         prepare(job, last_attempt=last_attempt)
-        existing = get_json(s3, cfg.target_bucket, job.record_key)
-        if existing and existing.get("status") in (SUCCEEDED, SUCCEEDED_WITH_WARNINGS):
-            if existing.get("inputFingerprint") == job.fingerprint:
-                logger.info("duplicate trigger: outputs already match the inputs", extra={"study": trigger.study_prefix})
-                return {**existing, "duplicate": True}
-            if not (job.manifest and job.manifest.overwrite_existing):
-                return _fail(job, "OutputExists", f"output exists: {job.zip_key} was made from other inputs "
-                             "(set overwriteExisting: true in manifest.json to replace it)", write_record=False)
+        done = _finished_already(s3, job)
+        if done is not None:
+            return done
         return _compress(job, remaining_ms)
     except StudyFailed as exc:
         record = _fail(job, exc.code, str(exc))
@@ -357,6 +365,10 @@ def _compress(job: StudyJob, remaining_ms: Callable[[], int] | None) -> dict[str
     _acquire_lock(s3, job)
     sink = MultipartSink(s3, cfg.target_bucket, job.zip_key)
     try:
+        # Another worker may have finished the study between our first check and the lock.
+        done = _finished_already(s3, job)
+        if done is not None:
+            return done
         aborted = abort_stale_uploads(s3, cfg.target_bucket, job.zip_key)
         if aborted:
             logger.info("aborted multipart uploads of an earlier attempt", extra={"count": aborted})

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
+import threading
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Iterable, Iterator
@@ -35,28 +37,63 @@ def available_cpus(env: dict[str, str] | None = None) -> int:
         return os.cpu_count() or 1
 
 
-def _serve(conn: Connection, settings: CompressionSettings) -> None:
+def _serve(conn: Connection, settings: CompressionSettings, inherited: tuple[Connection, ...] = ()) -> None:
     from pipeline.codec import codec_for
 
+    # Forked with copies of the parent's ends of its pipes (this worker's and earlier workers'):
+    # close them, so that when the parent dies (even by SIGKILL) recv() sees EOF and we exit.
+    for parent_end in inherited:
+        parent_end.close()
     codec = codec_for(settings)
     while True:
         try:
             job = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if job is None:
             return
         seq, path, data = job
-        conn.send((seq, process_file(path, data, settings, codec)))
+        try:
+            conn.send((seq, process_file(path, data, settings, codec)))
+        except OSError:  # the parent is gone
+            return
 
 
 class _Worker:
-    def __init__(self, ctx: mp.context.BaseContext, settings: CompressionSettings) -> None:
+    """One encoder process and the parent's end of its pipe.
+
+    Jobs are sent by a thread of their own: a worker blocked sending a large result while the
+    parent is blocked sending it the next large job would deadlock both (pipe buffers are 64 KiB).
+    With the sender off the main thread, the main thread always drains results.
+    """
+
+    def __init__(self, ctx: mp.context.BaseContext, settings: CompressionSettings, others: tuple[Connection, ...] = ()) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, settings), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, settings, (self.conn, *others)), daemon=True)
         self.proc.start()
         child.close()
         self.in_flight: dict[int, Job] = {}
+        self._outbox: queue.SimpleQueue[tuple[int, str, bytes] | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_loop, name="encoder-feed", daemon=True)
+        self._sender.start()
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._outbox.get()
+            try:
+                self.conn.send(item)
+            except (OSError, ValueError):  # the worker died; _collect notices on recv
+                return
+            if item is None:
+                return
+
+    def submit(self, seq: int, path: str, data: bytes) -> None:
+        self.in_flight[seq] = (path, data)
+        self._outbox.put((seq, path, data))
+
+    def stop(self) -> None:
+        self._outbox.put(None)
+        self._sender.join(timeout=5)
 
 
 def process_files(
@@ -85,14 +122,17 @@ class _Pool:
         # fork: workers start in milliseconds; the engine creates them before any thread exists.
         self.ctx = mp.get_context("fork")
         self.settings = settings
-        self.workers = [_Worker(self.ctx, settings) for _ in range(n)]
+        self.backlog: deque[tuple[int, Job]] = deque()
+        self.workers: list[_Worker] = []
+        for _ in range(n):
+            self.workers.append(_Worker(self.ctx, settings, tuple(w.conn for w in self.workers)))
 
     def run(self, jobs: Iterable[Job]) -> Iterator[FileOutcome]:
         done: dict[int, FileOutcome] = {}
         pending = iter(enumerate(jobs))
         exhausted = False
         next_out = 0
-        backlog: deque[tuple[int, Job]] = deque()
+        backlog = self.backlog
         window = len(self.workers) * (_DEPTH + 1)
         try:
             while True:
@@ -105,8 +145,7 @@ class _Pool:
                 for w in self.workers:
                     while backlog and len(w.in_flight) < _DEPTH:
                         seq, (path, data) = backlog.popleft()
-                        w.in_flight[seq] = (path, data)
-                        w.conn.send((seq, path, data))
+                        w.submit(seq, path, data)
                 while next_out in done:
                     yield done.pop(next_out)
                     next_out += 1
@@ -123,29 +162,31 @@ class _Pool:
         try:
             seq, outcome = w.conn.recv()
         except (EOFError, OSError):
-            # The worker died (native crash, OOM kill): its files are kept, it is replaced.
-            for seq, (path, data) in w.in_flight.items():
-                done[seq] = FileOutcome(
-                    path=path,
-                    action="kept",
-                    bytes_in=len(data),
-                    data=data,
-                    warning=True,
-                    reason="the encoder process died on this file (kept as-is)",
-                )
+            # The worker died (native crash, OOM kill) on the oldest file it held: that file is
+            # kept as-is; the ones queued behind it go back to the front of the line; it is replaced.
+            (seq, (path, data)), *queued = sorted(w.in_flight.items())
+            done[seq] = FileOutcome(
+                path=path,
+                action="kept",
+                bytes_in=len(data),
+                data=data,
+                warning=True,
+                reason="the encoder process died on this file (kept as-is)",
+            )
+            self.backlog.extendleft(reversed(queued))
             w.in_flight.clear()
+            w.stop()
             w.proc.join(timeout=1)
-            self.workers[self.workers.index(w)] = _Worker(self.ctx, self.settings)
+            w.conn.close()
+            others = tuple(x.conn for x in self.workers if x is not w)
+            self.workers[self.workers.index(w)] = _Worker(self.ctx, self.settings, others)
             return
         w.in_flight.pop(seq, None)
         done[seq] = outcome
 
     def close(self) -> None:
         for w in self.workers:
-            try:
-                w.conn.send(None)
-            except OSError:
-                pass
+            w.stop()
         for w in self.workers:
             w.proc.join(timeout=5)
             if w.proc.is_alive():

@@ -37,6 +37,14 @@ class StudySource(ABC):
         """The object as a stream, for objects too large to hold in memory."""
 
 
+def _text_path(rel: str) -> str:
+    """``rel`` as text: name bytes that are not UTF-8 (which ``os.walk`` hands over as lone
+    surrogates) are percent-escaped, so the path can go into the ZIP and the JSON record."""
+    if not any("\udc80" <= c <= "\udcff" for c in rel):
+        return rel
+    return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in rel)
+
+
 class LocalStudySource(StudySource):
     """A folder on disk. Symlinks are not followed (they could point outside the study)."""
 
@@ -54,13 +62,13 @@ class LocalStudySource(StudySource):
             prefix = "" if rel_dir == "." else rel_dir + "/"
             for d in dirnames:
                 if os.path.islink(os.path.join(dirpath, d)):
-                    ignored.append(Ignored(prefix + d, "symbolic link to a folder, not followed"))
+                    ignored.append(Ignored(_text_path(prefix + d), "symbolic link to a folder, not followed"))
             for f in filenames:
                 full = os.path.join(dirpath, f)
                 if os.path.islink(full) or not os.path.isfile(full):
-                    ignored.append(Ignored(prefix + f, "not a regular file (link or device)"))
+                    ignored.append(Ignored(_text_path(prefix + f), "not a regular file (link or device)"))
                     continue
-                objects.append(StudyObject(prefix + f, os.path.getsize(full), locator=full))
+                objects.append(StudyObject(_text_path(prefix + f), os.path.getsize(full), locator=full))
         return objects, ignored
 
     def read(self, obj: StudyObject) -> bytes:

@@ -15,6 +15,7 @@ from urllib.parse import unquote_plus
 from pipeline.study.listing import TRIGGER_NAMES
 
 MAX_BODY_BYTES = 256 * 1024  # SQS's own message limit
+MAX_KEY_BYTES = 1024  # S3's key limit: a longer "key" cannot name a real marker object
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ def _parse_record(record: object, *, bucket: str, source_prefix: str) -> StudyTr
     if name != bucket:
         return Dropped("event for another bucket")
     key = unquote_plus(raw_key)
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return Dropped(f"key longer than S3 allows ({MAX_KEY_BYTES:,} bytes)")
     if not key.startswith(source_prefix) or key == source_prefix:
         return Dropped("key outside the source prefix")
     if posixpath.basename(key) not in TRIGGER_NAMES:

@@ -1,0 +1,74 @@
+"""Encoder worker processes: order, crash containment, and no pipe deadlock on large files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import CompressionSettings
+from pipeline.files import workers as W
+from pipeline.files.process import process_file
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSSLESS = CompressionSettings(mode="lossless")
+
+
+@pytest.fixture(scope="module")
+def jobs(corpus: Path) -> list[tuple[str, bytes]]:
+    ct = sorted((corpus / "ct-series/ge-hispeed-head-tilt").glob("*.dcm"))[:6]
+    return [(f"CT/{p.name}", p.read_bytes()) for p in ct] + [("notes.txt", b"not dicom")]
+
+
+def test_outcomes_in_order_and_equal_to_inline(jobs):
+    inline = [o.data for o in W.process_files(iter(jobs), LOSSLESS, workers=0)]
+    pooled = list(W.process_files(iter(jobs), LOSSLESS, workers=2))
+    assert [o.path for o in pooled] == [p for p, _ in jobs]
+    assert [o.data for o in pooled] == inline
+
+
+def test_a_crashing_encoder_keeps_the_file_and_the_study_goes_on(jobs, monkeypatch):
+    real = W.process_file
+
+    def crash_on_third(path, data, settings, codec=None):
+        if path == jobs[2][0]:
+            os._exit(3)  # what a segfault in the native encoder looks like to the parent
+        return real(path, data, settings, codec)
+
+    monkeypatch.setattr(W, "process_file", crash_on_third)  # inherited by the forked workers
+    out = list(W.process_files(iter(jobs), LOSSLESS, workers=2))
+    assert [o.path for o in out] == [p for p, _ in jobs]
+    crashed = out[2]
+    assert crashed.action == "kept" and crashed.warning and crashed.data == jobs[2][1]
+    assert "died" in crashed.reason
+    assert [o.action for i, o in enumerate(out[:-1]) if i != 2] == ["compressed"] * 5
+
+
+def test_large_jobs_and_results_do_not_deadlock_the_pipes(corpus):
+    """A worker sending a large result while the parent sends it a large job must not hang."""
+    script = textwrap.dedent(
+        f"""
+        import glob, os
+        from pipeline.config import CompressionSettings
+        from pipeline.files.workers import process_files
+        ct = sorted(glob.glob({str(corpus / "ct-series/ge-hispeed-head-tilt/*.dcm")!r}))[:8]
+        jobs = [("blob.bin", os.urandom(3_000_000))] + [(f"CT/{{i}}", open(p, "rb").read()) for i, p in enumerate(ct)]
+        jobs += [("blob2.bin", os.urandom(3_000_000))]
+        out = list(process_files(iter(jobs), CompressionSettings(), workers=2))
+        print(len(out), sum(o.action == "compressed" for o in out))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["10", "8"]
+
+
+def test_available_cpus_follows_lambda_memory():
+    assert W.available_cpus({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}) == 1
+    assert W.available_cpus({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3538"}) == 2
+    assert W.available_cpus({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "10240"}) == 5
+    assert W.available_cpus({}) == len(os.sched_getaffinity(0))
