@@ -6,7 +6,6 @@ records are reported as partial batch failures so only they are redelivered.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aws_lambda_powertools import Metrics, Tracer

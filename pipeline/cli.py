@@ -36,7 +36,7 @@ def _settings(args: argparse.Namespace) -> CompressionSettings:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from pipeline.engine import Study, compress_study
+    from pipeline.engine import Study
     from pipeline.outputs.local import write_local_outputs
     from pipeline.outputs.record import summary_lines
     from pipeline.study.source import LocalStudySource, SourceError

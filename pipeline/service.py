@@ -22,7 +22,7 @@ from pipeline.engine import Study, compress_study
 from pipeline.files.errors import describe_error
 from pipeline.notify.eventbridge import event_detail, publish
 from pipeline.observability import logger
-from pipeline.outputs.record import FAILED, PROCESSING, SUCCEEDED, SUCCEEDED_WITH_WARNINGS, build_record, failed_record
+from pipeline.outputs.record import PROCESSING, SUCCEEDED, SUCCEEDED_WITH_WARNINGS, build_record, failed_record
 from pipeline.outputs.s3 import MultipartSink, abort_stale_uploads, get_json, put_json
 from pipeline.study.listing import Ignored, StudyObject, order_study, split_triggers
 from pipeline.study.manifest import Manifest, ManifestError, parse_manifest
