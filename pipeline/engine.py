@@ -132,7 +132,7 @@ def compress_study(
                 path=obj.path,
                 action="kept",
                 bytes_in=info.file_size,
-                reason=f"larger than the per-file limit of {max_file_bytes // (1024 * 1024)} MiB: kept as-is, streamed",
+                reason=f"larger than the per-file limit of {max_file_bytes:,} bytes: kept as-is, streamed",
             )
         else:
             outcome = next(results)

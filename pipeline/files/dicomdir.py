@@ -13,6 +13,14 @@ import posixpath
 from pipeline.files.outcome import FileOutcome
 
 
+def _ancestors(folder: str) -> list[str]:
+    out = [folder]
+    while folder:
+        folder = posixpath.dirname(folder)
+        out.append(folder)
+    return out
+
+
 def stale_directory_warnings(outcomes: list[FileOutcome]) -> list[str]:
     """One warning per DICOMDIR that references files this run re-encoded."""
     by_path = {o.path.casefold(): o for o in outcomes}
@@ -20,10 +28,15 @@ def stale_directory_warnings(outcomes: list[FileOutcome]) -> list[str]:
     for d in outcomes:
         if not d.directory_refs:
             continue
-        base = posixpath.dirname(d.path)
+        # Referenced File IDs are relative to the file-set root, which is the directory file's own
+        # folder for a DICOMDIR but may be an ancestor (e.g. a series-level DIRFILE): try each.
+        folders = _ancestors(posixpath.dirname(d.path))
         stale = uid_changed = 0
         for ref_path, uid, _ts in d.directory_refs:
-            target = by_path.get(posixpath.normpath(posixpath.join(base, ref_path)).casefold())
+            target = next(
+                (by_path[k] for k in (posixpath.normpath(posixpath.join(f, ref_path)).casefold() for f in folders) if k in by_path),
+                None,
+            )
             if target is None or target.action != "compressed":
                 continue
             stale += 1

@@ -124,6 +124,8 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
         if sop_class and "Image Storage" in UID(sop_class).name:
             return _kept(path, data, "image object without Pixel Data (header only, or truncated)", warning=True, **base)
         return _kept(path, data, "no pixel data", **base)
+    if not UID(ts_in).is_transfer_syntax:  # .is_compressed would raise
+        return _kept(path, data, "malformed DICOM: its Transfer Syntax UID is not a known transfer syntax", warning=True, **base)
     if UID(ts_in).is_compressed:
         return _kept(path, data, f"already compressed ({UID(ts_in).name})", **base)
 

@@ -151,7 +151,10 @@ class _Pool:
                     next_out += 1
                 if exhausted and not backlog and not any(w.in_flight for w in self.workers) and not done:
                     return
-                ready = wait([w.conn for w in self.workers if w.in_flight])
+                busy = [w.conn for w in self.workers if w.in_flight]
+                if not busy:  # the results just handed out had filled the window: refill first
+                    continue
+                ready = wait(busy)
                 for w in self.workers:
                     if w.conn in ready:
                         self._collect(w, done)

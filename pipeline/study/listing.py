@@ -12,7 +12,7 @@ from typing import Iterable
 
 TRIGGER_NAMES = frozenset({"_READY", "manifest.json"})
 _DIGITS = re.compile(r"(\d+)")
-_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -43,17 +43,23 @@ def natural_key(path: str) -> tuple:
         key = []
         for i, chunk in enumerate(_DIGITS.split(component)):
             if i % 2:
-                key.append((0, int(chunk), chunk))
+                key.append((0, int(chunk)))
             elif chunk:
-                key.append((1, chunk.casefold(), chunk))
+                key.append((1, chunk.casefold()))
         parts.append(tuple(key))
     return (tuple(parts), path)
+
+
+def _escape_char(ch: str) -> str:
+    if "\udc80" <= ch <= "\udcff":  # an undecodable byte kept by surrogateescape
+        return f"%{ord(ch) - 0xDC00:02X}"
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
 
 
 def _escape_component(component: str) -> str:
     if component in (".", ".."):
         return component.replace(".", "%2E")
-    escaped = _UNSAFE_CHARS.sub(lambda m: f"%{ord(m.group()):02X}", component)
+    escaped = _UNSAFE_CHARS.sub(lambda m: _escape_char(m.group()), component)
     if len(escaped) >= 2 and escaped[1] == ":" and escaped[0].isalpha():
         escaped = escaped[0] + "%3A" + escaped[2:]
     return escaped
