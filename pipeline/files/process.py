@@ -140,9 +140,12 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
     from pipeline.files.dataset import has_unknown_vr, swap_big_endian_words, write_encapsulated
 
     if not ds.original_encoding[1]:  # big endian source
-        if has_unknown_vr(ds):
-            return _kept(path, data, "big-endian file with UN elements: their byte order cannot be converted", **base)
-        swap_big_endian_words(ds)
+        try:  # both parse every element: a broken one (an unknown VR...) raises here
+            if has_unknown_vr(ds):
+                return _kept(path, data, "big-endian file with UN elements: their byte order cannot be converted", **base)
+            swap_big_endian_words(ds)
+        except Exception as exc:
+            return _kept(path, data, f"malformed DICOM: an element could not be read: {describe_error(exc)}", warning=True, **base)
 
     try:
         source = pixel_array(ds, as_rgb=False)

@@ -45,7 +45,7 @@ STUDY_ORDER = [
     "report/test-SR.dcm",
 ]
 STUDY_PATH = "clinic-7/study-001"
-MEMORY_MB = 3008  # the function's memorySize (serverless.yml): 1 encoder process
+MEMORY_MB = 1769  # the function's memorySize (serverless.yml): 1 encoder process
 HANDLER_TIMEOUT_S = 300
 JPEG2000_LOSSY = "1.2.840.10008.1.2.4.91"  # COMPRESSION_RATE 100 (the default) is lossy
 TRACE_ROOT = "1-5759e988-bd862e3fe1be46a994272793"

@@ -37,7 +37,7 @@ def test_worker_function_settings(stack: Stack, arch: str) -> None:
     assert fn["Handler"] == "handlers/worker.handler"
     assert fn["Runtime"] == "python3.12"
     assert fn["Architectures"] == [arch]
-    assert fn["MemorySize"] == 3008
+    assert fn["MemorySize"] == 1769
     assert fn["Timeout"] == 900
     assert fn["ReservedConcurrentExecutions"] == 10
     assert fn["Role"] == "{IamRoleLambdaExecution.Arn}"

@@ -1,0 +1,51 @@
+"""Reliability tests: duplicates, kills, time limits, S3 faults, poison and hostile input, fuzzing, PHI.
+
+Everything here runs on real parts: a moto server (``pipeline.local.stack.RunningStack``), the
+real handler driven by the real ``poll_once`` or the real ``python -m pipeline worker`` process,
+real DICOM from the corpus. Select with ``-m reliability``; see RELIABILITY.md for the results.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+for path in (HERE, HERE.parent):  # reliability_helpers and e2e_helpers, whatever the import mode
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "reliability: duplicates, worker kills, time limits, S3 faults, poison/hostile input, fuzzing, no PHI out "
+        "(tests/reliability, see RELIABILITY.md)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.reliability)
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """One moto server + the deployed resources per test module (``VISIBILITY_TIMEOUT`` in the module)."""
+    from pipeline.local.stack import RunningStack
+
+    visibility = getattr(request.module, "VISIBILITY_TIMEOUT", 10)
+    with RunningStack(visibility_timeout=visibility) as running:
+        from handlers import worker
+
+        saved = worker.metrics.namespace
+        worker.metrics.namespace = running.env()["POWERTOOLS_METRICS_NAMESPACE"]  # read at import time
+        try:
+            yield running
+        finally:
+            worker.metrics.namespace = saved

@@ -1,0 +1,174 @@
+"""A worker SIGKILLed mid-study: nothing partial becomes visible, the next worker finishes the job.
+
+The worker is the real ``python -m pipeline worker`` process (WORKERS=2 encoder processes,
+LOCK_STALE_SECONDS=3) on a moto server whose study queue has a 5 s visibility timeout. The
+study is 140 real 512x512 CT slices (~74 MB) in lossless mode, so its ZIP (~15 MB) is a
+multipart upload of two 8 MiB parts and the run takes several seconds. It is killed
+
+(a) while encoding: as soon as the "processing" record says ``filesDone > 0``;
+(b) while uploading: as soon as a multipart upload exists for the ZIP key.
+
+Meanwhile a thread keeps calling ``head_object`` on the ZIP key: the key must never exist
+except as the final, complete object. A new worker then gets the message back (after the
+visibility timeout; it is started once the killed worker's lock is stale, as on AWS where the
+visibility timeout is far longer than the lock's staleness), finishes the study, and the ZIP
+equals a clean run's. The killed worker's encoder processes must not outlive it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reliability_helpers import (
+    EventLog,
+    HeadWatcher,
+    WorkerProcess,
+    alive,
+    drop_pending,
+    get_bytes,
+    get_record,
+    local_reference,
+    make_ct_study,
+    manifest_bytes,
+    messages,
+    open_uploads,
+    queue_counts,
+    sha256,
+    tree_files,
+    upload_files,
+    wait_for,
+)
+
+from pipeline.aws import client
+from pipeline.config import CompressionSettings
+
+VISIBILITY_TIMEOUT = 5
+LOCK_STALE_SECONDS = 3
+SLICES = 140  # ~74 MB in, ~15 MB ZIP out: two multipart parts, several seconds of work
+ORPHAN_GRACE_S = 20  # an encoder busy on one slice needs well under a second to notice
+
+
+@pytest.fixture(scope="module")
+def study(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = make_ct_study(corpus, tmp_path_factory.mktemp("kill") / "study", SLICES)
+    zip_bytes, files = local_reference(root, CompressionSettings(mode="lossless"))
+    return {"files": tree_files(root), "zip": zip_bytes, "record_files": files}
+
+
+def _record(prefix_path: str) -> tuple[str, str, str]:
+    return f"compressed/{prefix_path}.zip", f"compressed/{prefix_path}.result.json", f"compressed/{prefix_path}.zip.lock"
+
+
+def _lock_is_stale(s3: Any, bucket: str, lock_key: str) -> bool:
+    """The killed worker's lock can be taken over (or is gone)."""
+    body = get_bytes(s3, bucket, lock_key)
+    if body is None:
+        return True
+    return time.time() - float(json.loads(body).get("since", 0)) > LOCK_STALE_SECONDS + 0.5
+
+
+def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str, kill_when: str) -> dict[str, Any]:
+    s3, sqs = client("s3"), client("sqs")
+    drop_pending(sqs, stack.queue_url)
+    events = EventLog(sqs, stack.notification_queue_url)
+    events.read()
+    prefix = f"incoming/{study_path}/"
+    zip_key, record_key, lock_key = _record(study_path)
+    upload_files(s3, stack.bucket, prefix, study["files"])
+    s3.put_object(Bucket=stack.bucket, Key=prefix + "manifest.json", Body=manifest_bytes(study["files"], mode="lossless"))
+    env = {"LOCK_STALE_SECONDS": str(LOCK_STALE_SECONDS), "WORKERS": "2"}
+    first = WorkerProcess(stack, tmp_path, "killed", **env)
+    second = WorkerProcess(stack, tmp_path, "successor", **env)
+    facts: dict[str, Any] = {}
+    with HeadWatcher(stack.endpoint, stack.bucket, zip_key) as watch:
+        try:
+            first.start()
+
+            def kill_point() -> Any:
+                record = get_record(s3, stack.bucket, record_key)
+                assert record is None or record["status"] == "processing", (
+                    f"the study finished before the kill point ({kill_when}): make it bigger")
+                if record is None:
+                    return None
+                if kill_when == "encoding":
+                    return record["progress"]["filesDone"] > 0 and record
+                uploads = [u for u in open_uploads(s3, stack.bucket, zip_key) if u["Key"] == zip_key]
+                return uploads and record
+
+            at_kill = wait_for(kill_point, f"the worker to be {kill_when}", interval=0.02)
+            encoders = first.children()
+            assert encoders, "the worker should have forked its encoder processes"
+            first.kill()
+            facts["progress_at_kill"] = at_kill["progress"]
+            facts["uploads_after_kill"] = [u for u in open_uploads(s3, stack.bucket, zip_key) if u["Key"] == zip_key]
+            facts["zip_after_kill"] = get_bytes(s3, stack.bucket, zip_key)
+            facts["encoders"] = encoders
+            # The killed worker's encoder processes must exit on their own.
+            try:
+                wait_for(lambda: not any(alive(p) for p in encoders), "the killed worker's encoders to exit",
+                         timeout=ORPHAN_GRACE_S, interval=0.1)
+            except AssertionError:
+                facts["orphans"] = [p for p in encoders if alive(p)]
+            else:
+                facts["orphans"] = []
+
+            wait_for(lambda: _lock_is_stale(s3, stack.bucket, lock_key), "the killed worker's lock to go stale")
+            second.start()
+            final = wait_for(
+                lambda: (r := get_record(s3, stack.bucket, record_key)) and r["status"] != "processing" and r,
+                "the successor to finish the study")
+            wait_for(lambda: queue_counts(sqs, stack.queue_url) == (0, 0), "the study queue to drain")
+        finally:
+            first.stop()
+            second.stop()
+    facts.update(final=final, seen=watch.seen, polls=watch.polls, events=events.for_prefix(prefix),
+                 successor_logs=second.logs(), zip=get_bytes(s3, stack.bucket, zip_key),
+                 uploads_end=open_uploads(s3, stack.bucket, "compressed/"),
+                 lock_end=get_bytes(s3, stack.bucket, lock_key),
+                 dlq=sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []))
+    return facts
+
+
+def _check_recovered(facts: dict[str, Any], study: dict[str, Any]) -> None:
+    final = facts["final"]
+    # Nothing lost: the successor completed the study, and its ZIP is exactly a clean run's.
+    assert final["status"] == "succeeded", final.get("error")
+    assert facts["zip"] is not None
+    assert sha256(facts["zip"]) == sha256(study["zip"]) == final["output"]["sha256"]
+    assert final["files"] == study["record_files"]
+    assert final["totals"]["files"] == SLICES and final["totals"]["compressed"] == SLICES
+    # Never a partial ZIP at the key: every time it existed, it was the final object.
+    assert facts["polls"] > 0
+    assert {size for size, _ in facts["seen"]} <= {final["output"]["size"]}
+    assert len({etag for _, etag in facts["seen"]}) <= 1
+    # Nothing leaked: no open upload, no lock, one event, no message left anywhere.
+    assert facts["uploads_end"] == []
+    assert facts["lock_end"] is None
+    assert [e["detail-type"] for e in facts["events"]] == ["Study Compressed"]
+    assert facts["events"][0]["detail"]["inputFingerprint"] == final["inputFingerprint"]
+    assert facts["dlq"] == []
+    # The killed worker's encoders did not outlive it.
+    assert facts["orphans"] == [], f"encoder processes of the killed worker still running: {facts['orphans']}"
+
+
+def test_worker_killed_while_encoding(stack: Any, study: dict[str, Any], tmp_path: Path) -> None:
+    facts = _run_kill(stack, study, tmp_path, "kill/while-encoding", "encoding")
+    assert 0 < facts["progress_at_kill"]["filesDone"] < SLICES
+    assert facts["zip_after_kill"] is None  # killed before completion: no object at the key
+    _check_recovered(facts, study)
+    [compressing] = messages(facts["successor_logs"], "compressing study")
+    assert compressing["files"] == SLICES
+
+
+def test_worker_killed_while_uploading(stack: Any, study: dict[str, Any], tmp_path: Path) -> None:
+    facts = _run_kill(stack, study, tmp_path, "kill/while-uploading", "uploading")
+    assert len(facts["uploads_after_kill"]) == 1, "the killed worker leaves its multipart upload open"
+    assert facts["zip_after_kill"] is None  # ... and that upload is invisible at the key
+    _check_recovered(facts, study)
+    # The successor aborted the killed attempt's upload before starting its own.
+    [aborted] = messages(facts["successor_logs"], "aborted multipart uploads of an earlier attempt")
+    assert aborted["count"] == 1
