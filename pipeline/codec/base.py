@@ -66,3 +66,20 @@ class FrameCodec(ABC):
     @abstractmethod
     def decode(self, codestream: bytes) -> np.ndarray:
         """Decode one codestream to (rows, columns[, samples]), colour transform undone."""
+
+
+class Jpeg2000Family(FrameCodec):
+    """What JPEG 2000 Part 1 and HTJ2K share in DICOM: colour spaces, the colour transform, palettes."""
+
+    def check(self, spec: FrameSpec) -> None:
+        super().check(spec)
+        if spec.photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "PALETTE COLOR"):
+            raise CodecLimit(f"Photometric Interpretation {spec.photometric} cannot be stored as JPEG 2000 without conversion")
+        if self.lossy and spec.photometric == "PALETTE COLOR":
+            raise CodecLimit("PALETTE COLOR: lossy compression would change palette indices, so colours")
+
+    def output_photometric(self, spec: FrameSpec) -> str:
+        """RGB goes through the reversible (lossless) or irreversible (lossy) colour transform."""
+        if spec.photometric == "RGB":
+            return "YBR_ICT" if self.lossy else "YBR_RCT"
+        return spec.photometric

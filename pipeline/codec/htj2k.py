@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from pipeline.codec.base import CodecLimit, FrameCodec, FrameSpec
+from pipeline.codec.base import CodecLimit, FrameSpec, Jpeg2000Family
 from pipeline.codec.j2k import native_contiguous
 
 HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
@@ -21,7 +21,7 @@ _SEARCH_STEPS = 9
 _TOLERANCE = 0.08  # stop when within 8% of the asked ratio
 
 
-class HTJ2KCodec(FrameCodec):
+class HTJ2KCodec(Jpeg2000Family):
     method = "ISO_15444_15"
     min_size = 32
 
@@ -35,18 +35,6 @@ class HTJ2KCodec(FrameCodec):
         self.rate = rate
         self.lossy = rate is not None
         self.transfer_syntax = HTJ2K_LOSSY if self.lossy else HTJ2K_LOSSLESS
-
-    def check(self, spec: FrameSpec) -> None:
-        super().check(spec)
-        if spec.photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "PALETTE COLOR"):
-            raise CodecLimit(f"Photometric Interpretation {spec.photometric} cannot be stored as HTJ2K without conversion")
-        if self.lossy and spec.photometric == "PALETTE COLOR":
-            raise CodecLimit("PALETTE COLOR: lossy compression would change palette indices, so colours")
-
-    def output_photometric(self, spec: FrameSpec) -> str:
-        if spec.photometric == "RGB":
-            return "YBR_ICT" if self.lossy else "YBR_RCT"
-        return spec.photometric
 
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         import imagecodecs

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.codec.base import CodecLimit, FrameCodec, FrameSpec
+from pipeline.codec.base import FrameSpec, Jpeg2000Family
 
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 J2K_LOSSY = "1.2.840.10008.1.2.4.91"
@@ -34,7 +34,7 @@ def native_contiguous(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-class J2KCodec(FrameCodec):
+class J2KCodec(Jpeg2000Family):
     """Reversible 5/3 (lossless) or irreversible 9/7 at a target rate (lossy)."""
 
     method = "ISO_15444_1"
@@ -44,18 +44,6 @@ class J2KCodec(FrameCodec):
         self.rate = rate
         self.lossy = rate is not None
         self.transfer_syntax = J2K_LOSSY if self.lossy else J2K_LOSSLESS
-
-    def check(self, spec: FrameSpec) -> None:
-        super().check(spec)
-        if spec.photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "PALETTE COLOR"):
-            raise CodecLimit(f"Photometric Interpretation {spec.photometric} cannot be stored as JPEG 2000 without conversion")
-        if self.lossy and spec.photometric == "PALETTE COLOR":
-            raise CodecLimit("PALETTE COLOR: lossy compression would change palette indices, so colours")
-
-    def output_photometric(self, spec: FrameSpec) -> str:
-        if spec.photometric == "RGB":
-            return "YBR_ICT" if self.lossy else "YBR_RCT"
-        return spec.photometric
 
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         import openjpeg  # heavy native import, only where encoding happens

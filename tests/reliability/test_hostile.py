@@ -386,6 +386,8 @@ def test_oversized_and_deep_manifests_fail_with_the_reason(stack: Any, corpus: P
 def test_output_filename_cannot_leave_the_target_prefix(stack: Any, corpus: Path, name: str) -> None:
     s3, sqs = client("s3"), client("sqs")
     drop_pending(sqs, stack.queue_url)
+    events = EventLog(sqs, stack.notification_queue_url)
+    events.read()
     before = set(list_keys(s3, stack.bucket, ""))
     study = f"hostile/outname-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     prefix = f"incoming/{study}/"
@@ -400,3 +402,7 @@ def test_output_filename_cannot_leave_the_target_prefix(stack: Any, corpus: Path
     written = set(list_keys(s3, stack.bucket, "")) - before
     assert written == {prefix + "CT/IM1", prefix + "manifest.json", f"compressed/{study}.result.json"}, written
     assert open_uploads(s3, stack.bucket) == []
+    [event] = events.for_prefix(prefix)
+    assert event["detail-type"] == "Study Compression Failed" and event["detail"]["error"] == record["error"]
+    assert queue_counts(sqs, stack.queue_url) == (0, 0)
+    assert sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []) == []
