@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterator, Protocol
 
+from pipeline.allocator import bound_allocator
 from pipeline.archive import ZipStreamWriter, ZipSummary
 from pipeline.config import CompressionSettings
 from pipeline.files.dicomdir import stale_directory_warnings
@@ -115,6 +116,7 @@ def compress_study(
     """Write the study's ZIP to ``sink`` and return what happened to every object."""
     started = _utc_now()
     t0 = time.perf_counter()
+    bound_allocator()  # before the workers fork and the read threads start: they inherit it
     workers = workers or available_cpus()
     timings = {"read": 0.0, "encode": 0.0, "verify": 0.0, "write": 0.0}
     small = [o for o in study.objects if o.size <= max_file_bytes]

@@ -59,6 +59,10 @@ class FrameCodec(ABC):
         """Photometric Interpretation of the encoded image."""
         return spec.photometric
 
+    def load(self) -> None:
+        """Import the native library now: called before forking workers, so they share it
+        instead of each importing it again for every study."""
+
     @abstractmethod
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         """Return one raw codestream (not a JP2 file) for ``frame``."""

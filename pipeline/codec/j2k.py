@@ -45,6 +45,9 @@ class J2KCodec(Jpeg2000Family):
         self.lossy = rate is not None
         self.transfer_syntax = J2K_LOSSY if self.lossy else J2K_LOSSLESS
 
+    def load(self) -> None:
+        import openjpeg  # noqa: F401
+
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         import openjpeg  # heavy native import, only where encoding happens
 

@@ -8,6 +8,7 @@ values and VRs are left as they were.
 
 from __future__ import annotations
 
+import hashlib
 from io import BytesIO
 from typing import Any, Sequence
 
@@ -18,6 +19,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
 from pipeline.codec.base import FrameCodec
+from pipeline.files.splice import splice_part10
 
 _MAX_BOT_BYTES = 0xFFFFFFFF
 _SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
@@ -65,10 +67,13 @@ def write_encapsulated(
     photometric: str,
     ratio: float,
     settings_fingerprint: str,
-    source_digest: str,
+    source: bytes,
 ) -> bytes:
     """Put ``frames`` into ``ds`` as encapsulated Pixel Data and return the Part 10 bytes."""
-    if sum(len(f) + 8 for f in frames) > _MAX_BOT_BYTES:
+    source_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    changed = {0x7FE00010}
+    extended = sum(len(f) + 8 for f in frames) > _MAX_BOT_BYTES
+    if extended:
         pixel_data, eot, eot_lengths = encapsulate_extended(frames)
         ds.ExtendedOffsetTable = eot
         ds.ExtendedOffsetTableLengths = eot_lengths
@@ -82,23 +87,32 @@ def write_encapsulated(
 
     if photometric != ds.PhotometricInterpretation:
         ds.PhotometricInterpretation = photometric
+        changed.add(0x00280004)
     if int(ds.get("SamplesPerPixel", 1)) > 1:
         ds.PlanarConfiguration = 0
+        changed.add(0x00280006)
 
     if codec.lossy:
         ds.LossyImageCompression = "01"
         ds.LossyImageCompressionRatio = _as_list(ds.get("LossyImageCompressionRatio")) + [_format_ds(ratio)]
         ds.LossyImageCompressionMethod = _as_list(ds.get("LossyImageCompressionMethod")) + [codec.method]
+        changed |= {0x00282110, 0x00282112, 0x00282114}
         image_type = _as_list(ds.get("ImageType"))
         if image_type:
             image_type[0] = "DERIVED"
             ds.ImageType = image_type if len(image_type) > 1 else image_type[0]
+            changed.add(0x00080008)
         # Without a UID to derive from, the source bytes stand in, so distinct files never collide.
         old_uid = str(ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
-        new_uid = derived_uid(old_uid or f"sha256:{source_digest}", settings_fingerprint)
+        new_uid = derived_uid(old_uid or f"sha256:{hashlib.sha256(source).hexdigest()}", settings_fingerprint)
         ds.SOPInstanceUID = new_uid
         ds.file_meta.MediaStorageSOPInstanceUID = new_uid
+        changed.add(0x00080018)
 
+    if not extended:
+        spliced = splice_part10(ds, source, source_syntax, changed)
+        if spliced is not None:
+            return spliced
     out = BytesIO()
     dcmwrite(out, ds, enforce_file_format=True)
     return out.getvalue()

@@ -5,7 +5,6 @@ Pure function of (path, bytes, settings): it runs in worker processes and in tes
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import warnings
@@ -73,6 +72,18 @@ def directory_refs(ds: object) -> list[tuple[str, str | None, str | None]]:
         ts = rec.get("ReferencedTransferSyntaxUIDInFile")
         refs.append(("/".join(str(p) for p in parts), str(uid) if uid else None, str(ts) if ts else None))
     return refs
+
+
+def load_libraries(codec: FrameCodec) -> None:
+    """Import everything :func:`process_file` needs, once, in the process that forks the workers."""
+    import pydicom.encaps  # noqa: F401
+    import pydicom.filewriter  # noqa: F401
+    import pydicom.pixels  # noqa: F401
+
+    import pipeline.files.dataset  # noqa: F401
+    import pipeline.files.verify  # noqa: F401
+
+    codec.load()
 
 
 def process_file(
@@ -166,7 +177,7 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
             photometric=codec.output_photometric(spec),
             ratio=pixel_in / pixel_out,
             settings_fingerprint=settings.fingerprint(),
-            source_digest=hashlib.sha256(data).hexdigest(),
+            source=data,
         )
     except Exception as exc:
         return _kept(path, data, f"encoding failed: {describe_error(exc)}", warning=True, **base)

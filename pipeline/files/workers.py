@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from pipeline.config import CompressionSettings
 from pipeline.files.outcome import FileOutcome
-from pipeline.files.process import process_file
+from pipeline.files.process import load_libraries, process_file
 
 Job = tuple[str, bytes]
 
@@ -121,6 +121,9 @@ class _Pool:
     def __init__(self, settings: CompressionSettings, n: int) -> None:
         # fork: workers start in milliseconds; the engine creates them before any thread exists.
         self.ctx = mp.get_context("fork")
+        from pipeline.codec import codec_for
+
+        load_libraries(codec_for(settings))
         self.settings = settings
         self.backlog: deque[tuple[int, Job]] = deque()
         self.workers: list[_Worker] = []

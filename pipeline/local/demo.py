@@ -19,7 +19,7 @@ FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "studies" / "ct-nes
 STUDY_URL_PATH = "incoming/clinic-7/2025-08-27/ct-nested-001/"
 
 
-def wait_for_record(bucket: str, key: str, timeout: float = 180) -> dict[str, Any]:
+def wait_for_record(bucket: str, key: str, timeout: float = 180, interval: float = 0.5) -> dict[str, Any]:
     from pipeline.outputs.s3 import get_json
 
     deadline = time.monotonic() + timeout
@@ -27,7 +27,7 @@ def wait_for_record(bucket: str, key: str, timeout: float = 180) -> dict[str, An
         record = get_json(client("s3"), bucket, key)
         if record and record.get("status") not in (None, "processing"):
             return record
-        time.sleep(0.5)
+        time.sleep(interval)
     raise TimeoutError(f"no final result record at {key} after {timeout} s")
 
 
