@@ -184,3 +184,47 @@ def test_listing_timestamps_are_left_unparsed(tmp_path):
             assert isinstance(s3.list_objects_v2(Bucket="bkt-listing")["Contents"][0]["LastModified"], str)
         finally:
             reset_clients()
+
+
+def test_multipart_sink_cuts_minimum_size_parts_and_keeps_every_byte():
+    """Parts of S3's 5 MiB minimum (bounded memory), whatever the sizes written; content intact."""
+    import os
+
+    from moto import mock_aws
+
+    from pipeline.aws import client, reset_clients
+    from pipeline.outputs.s3 import PART_SIZE, MultipartSink
+
+    with mock_aws():
+        reset_clients()
+        try:
+            s3 = client("s3")
+            s3.create_bucket(Bucket="bkt-parts")
+            sizes: list[int] = []
+            real = s3.upload_part
+
+            def spy(**kwargs):
+                sizes.append(len(kwargs["Body"]))
+                return real(**kwargs)
+
+            s3.upload_part = spy
+            chunks = [os.urandom(n) for n in (100, 3_000_000, 12_000_000, 7, PART_SIZE, 2_500_000)]
+            sink = MultipartSink(s3, "bkt-parts", "k.zip")
+            for chunk in chunks:
+                sink.write(chunk)
+            sink.complete()
+            assert s3.get_object(Bucket="bkt-parts", Key="k.zip")["Body"].read() == b"".join(chunks)
+            assert sizes[:-1] == [PART_SIZE] * (len(sizes) - 1) and 0 < sizes[-1] <= PART_SIZE
+            assert sum(sizes) == sum(map(len, chunks))
+        finally:
+            reset_clients()
+
+
+def test_records_are_encoded_exactly_as_json_dumps_would():
+    import json
+
+    from pipeline.outputs.s3 import json_bytes
+
+    doc = {"study": {"name": "étude 1", "files": [{"path": f"CT/{i}.dcm", "ratio": i / 3, "ok": None} for i in range(50)]},
+           "empty": {}, "list": [], "nested": [[1, 2], {"a": [True, False]}]}
+    assert json_bytes(doc) == (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from pipeline.config import CompressionSettings
 from pipeline.engine import Progress, Study, compress_study
 from pipeline.files.errors import describe_error
 from pipeline.outputs.record import build_record, failed_record
+from pipeline.outputs.s3 import json_bytes
 
 
 class _ForwardOnly:
@@ -22,7 +22,7 @@ class _ForwardOnly:
 
 def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_bytes(json_bytes(record))
     os.replace(tmp, path)
 
 
