@@ -57,6 +57,8 @@ class TreeMemorySampler:
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         self.pid, self.interval = pid, interval
         self.peak_pss_kb = self.peak_rss_kb = 0
+        #: At the PSS peak: (seconds since start, PSS of the root process, PSS of its descendants).
+        self.at_peak: tuple[float, int, int] = (0.0, 0, 0)
         self._cpu: dict[int, float] = {}
         self._cpu_before: dict[int, float] = {}
         self._stop = threading.Event()
@@ -66,6 +68,7 @@ class TreeMemorySampler:
         # Listing /proc costs far more than reading three smaps_rollup files: the tree is
         # looked up every 2nd sample (workers are forked once per study), memory every sample.
         tree: list[int] = []
+        start = time.perf_counter()
         for n in itertools.count():
             if self._stop.is_set():
                 return
@@ -74,7 +77,10 @@ class TreeMemorySampler:
             totals = [_memory_kb(p) for p in tree]
             for p in tree:
                 self._cpu[p] = max(self._cpu.get(p, 0.0), cpu_seconds(p))
-            self.peak_pss_kb = max(self.peak_pss_kb, sum(t[0] for t in totals))
+            pss = sum(t[0] for t in totals)
+            if pss > self.peak_pss_kb:
+                root = totals[0][0] if tree and tree[0] == self.pid else 0
+                self.peak_pss_kb, self.at_peak = pss, (time.perf_counter() - start, root, pss - root)
             self.peak_rss_kb = max(self.peak_rss_kb, sum(t[1] for t in totals))
             time.sleep(self.interval)
 

@@ -19,7 +19,7 @@ from urllib.parse import quote_plus
 
 import pydicom
 
-from pipeline.local.stack import REGION, LocalStack
+from pipeline.local.stack import REGION, LocalStack, provision
 
 SOURCE = "dicom.compression"
 COMPRESSED = "Study Compressed"
@@ -110,46 +110,10 @@ def phi_values(root: Path) -> set[str]:
 # --------------------------------------------------------------------------- resources
 
 
-def create_resources(s3: Any, sqs: Any, events: Any, *, visibility_timeout: int = 30, max_receives: int = 3,
-                     bucket: str = "dicom-compression-test-data") -> LocalStack:
-    """What ``pipeline.local.stack.create_resources`` makes, through the given clients (for mock_aws)."""
-    s3.create_bucket(Bucket=bucket)
-    dlq_url = sqs.create_queue(QueueName="studies-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    queue_url = sqs.create_queue(
-        QueueName="studies",
-        Attributes={
-            "VisibilityTimeout": str(visibility_timeout),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receives)}),
-        },
-    )["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(
-        Bucket=bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "Id": f"study-marker-{suffix}",
-                    "QueueArn": queue_arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"},
-                                                       {"Name": "suffix", "Value": suffix}]}},
-                }
-                for suffix in ("_READY", "manifest.json")
-            ]
-        },
-    )
-    bus = "dicom-compression-test"
-    events.create_event_bus(Name=bus)
-    note_url = sqs.create_queue(QueueName="notifications")["QueueUrl"]
-    note_arn = sqs.get_queue_attributes(QueueUrl=note_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(
-        Name="study-outcomes",
-        EventBusName=bus,
-        EventPattern=json.dumps({"source": [SOURCE], "detail-type": [COMPRESSED, FAILED]}),
-    )
-    events.put_targets(Rule="study-outcomes", EventBusName=bus, Targets=[{"Id": "notifications", "Arn": note_arn}])
-    return LocalStack("", bucket, queue_url, dlq_url, note_url, bus)
+def create_resources(s3: Any, sqs: Any, events: Any, *, visibility_timeout: int = 30, max_receives: int = 3) -> LocalStack:
+    """The local stack's resources, through the given clients (for mock_aws)."""
+    return provision(s3, sqs, events, prefix="dicom-compression-test", visibility_timeout=visibility_timeout,
+                     max_receives=max_receives)
 
 
 def worker_env(stack: LocalStack) -> dict[str, str]:

@@ -7,6 +7,7 @@ Lambda has no /dev/shm, so ``multiprocessing.Pool``/``Queue`` fail there while `
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import queue
@@ -124,6 +125,11 @@ class _Pool:
         from pipeline.codec import codec_for
 
         load_libraries(codec_for(settings))
+        # The workers share this process's pages until either side writes to them. A full
+        # garbage collection writes to every object it scans, so one in this process (the per-file
+        # records of a long study trigger it) un-shared ~40 MB at once in a 3,900-file study.
+        # Frozen objects are never scanned, here or in the workers; unfrozen when the pool closes.
+        gc.freeze()
         self.settings = settings
         self.backlog: deque[tuple[int, Job]] = deque()
         self.workers: list[_Worker] = []
@@ -198,3 +204,4 @@ class _Pool:
             if w.proc.is_alive():
                 w.proc.kill()
             w.conn.close()
+        gc.unfreeze()  # what became garbage meanwhile can be collected again (warm containers)

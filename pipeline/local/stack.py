@@ -5,6 +5,7 @@ No Docker, no credentials: boto3 reaches the server through ``AWS_ENDPOINT_URL``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -83,14 +84,22 @@ def _clients(endpoint: str) -> tuple[Any, Any, Any]:
 
 
 def create_resources(endpoint: str, *, visibility_timeout: int = 30, max_receives: int = 3) -> LocalStack:
-    """Bucket + suffix-filtered notification -> study queue (DLQ after ``max_receives``), bus + rule -> queue."""
+    """The stack's resources on the moto server at ``endpoint`` (see :func:`provision`)."""
     s3, sqs, events = _clients(endpoint)
-    bucket = f"dicom-compression-{STAGE}-data"
+    stack = provision(s3, sqs, events, prefix=f"dicom-compression-{STAGE}", visibility_timeout=visibility_timeout,
+                      max_receives=max_receives)
+    return dataclasses.replace(stack, endpoint=endpoint)
+
+
+def provision(s3: Any, sqs: Any, events: Any, *, prefix: str, visibility_timeout: int = 30, max_receives: int = 3) -> LocalStack:
+    """Bucket + suffix-filtered notification -> study queue (DLQ after ``max_receives``), bus + rule -> queue,
+    through the given clients (a moto server's, or in-process ``mock_aws``'s); names start with ``prefix``."""
+    bucket = f"{prefix}-data"
     s3.create_bucket(Bucket=bucket)
-    dlq_url = sqs.create_queue(QueueName=f"dicom-compression-{STAGE}-studies-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_url = sqs.create_queue(QueueName=f"{prefix}-studies-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(
-        QueueName=f"dicom-compression-{STAGE}-studies",
+        QueueName=f"{prefix}-studies",
         Attributes={
             "VisibilityTimeout": str(visibility_timeout),
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receives)}),
@@ -111,9 +120,9 @@ def create_resources(endpoint: str, *, visibility_timeout: int = 30, max_receive
             ]
         },
     )
-    bus = f"dicom-compression-{STAGE}"
+    bus = prefix
     events.create_event_bus(Name=bus)
-    note_url = sqs.create_queue(QueueName=f"dicom-compression-{STAGE}-notifications")["QueueUrl"]
+    note_url = sqs.create_queue(QueueName=f"{prefix}-notifications")["QueueUrl"]
     note_arn = sqs.get_queue_attributes(QueueUrl=note_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(
         Name="study-outcomes",
@@ -122,7 +131,7 @@ def create_resources(endpoint: str, *, visibility_timeout: int = 30, max_receive
     )
     events.put_targets(Rule="study-outcomes", EventBusName=bus, Targets=[{"Id": "notifications", "Arn": note_arn}])
     # Configuring the notification made S3 send an s3:TestEvent; the worker drops it like any other.
-    return LocalStack(endpoint, bucket, queue_url, dlq_url, note_url, bus)
+    return LocalStack("", bucket, queue_url, dlq_url, note_url, bus)
 
 
 class RunningStack:
