@@ -301,7 +301,7 @@ def main() -> int:
     res: dict[str, Any] = {key: median_run(values) for key, values in runs.items()}
     res["rounds"] = {key: [r["seconds"] for r in values] for key, values in runs.items()}
     res["import_seconds"] = import_time()
-    (WORK / "results.json").write_text(json.dumps(res, indent=2))
+    (WORK / ("results-quick.json" if args.quick else "results.json")).write_text(json.dumps(res, indent=2))
     report = render(res, s400, s800, s2g, allw, args)
     if not args.quick:
         (ROOT / "BENCHMARKS.md").write_text(report)
