@@ -9,8 +9,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any, Iterable
 from urllib.parse import quote_plus
 
 import pydicom
+import pytest
 
 from pipeline.local.stack import REGION, LocalStack, provision
 
@@ -141,6 +145,17 @@ def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
         return None
+
+
+def communicate_or_fail(proc: subprocess.Popen[str], timeout: float, what: str) -> tuple[str, str]:
+    """``proc.communicate()``, but a hang kills its whole process group and fails the test
+    (``proc`` must be started with ``start_new_session=True``). A guard, not a speed limit."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{what} did not finish (hang guard)")
 
 
 def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:

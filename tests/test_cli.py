@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import zipfile
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+
+from e2e_helpers import communicate_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 HANG_GUARD_SECONDS = 300  # a hang guard, never an assertion about speed
@@ -28,12 +29,7 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
     )
-    try:
-        out, err = proc.communicate(timeout=HANG_GUARD_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"python -m pipeline {' '.join(args)} did not finish (hang guard)")
+    out, err = communicate_or_fail(proc, HANG_GUARD_SECONDS, f"python -m pipeline {' '.join(args)}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 

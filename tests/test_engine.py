@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ import pydicom
 import pytest
 from pydicom.pixels import pixel_array
 
+from e2e_helpers import communicate_or_fail
 from pipeline.config import CompressionSettings
 from pipeline.engine import Study, compress_study
 from pipeline.files import workers as W
@@ -127,12 +127,7 @@ def compress_in_subprocess(src: Path, zip_path: Path, settings: dict[str, Any], 
             [sys.executable, "-c", _CHILD, json.dumps({"src": str(src), "zip": str(zip_path), "settings": settings, "workers": workers})],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
-        try:
-            _, err = proc.communicate(timeout=HANG_GUARD_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            pytest.fail(f"compressing {src} did not finish: the engine hangs (hang guard, not a speed limit)")
+        _, err = communicate_or_fail(proc, HANG_GUARD_SECONDS, f"compressing {src} (the engine hangs)")
         if proc.returncode == 3:
             # The idle-wait bug is back (see test_pool_never_waits_with_nothing_in_flight): say so, retry.
             warnings.warn(f"encoder pool idle-wait hang hit compressing {src.name} (attempt {attempt + 1}); retrying")

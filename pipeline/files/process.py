@@ -76,12 +76,9 @@ def directory_refs(ds: object) -> list[tuple[str, str | None, str | None]]:
 
 def load_libraries(codec: FrameCodec) -> None:
     """Import everything :func:`process_file` needs, once, in the process that forks the workers."""
-    import pydicom.encaps  # noqa: F401
-    import pydicom.filewriter  # noqa: F401
     import pydicom.pixels  # noqa: F401
 
-    import pipeline.files.dataset  # noqa: F401
-    import pipeline.files.verify  # noqa: F401
+    import pipeline.files.dataset  # noqa: F401  (pydicom's writer and encapsulation with it)
 
     codec.load()
 

@@ -16,8 +16,8 @@ import struct
 from pydicom.dataset import FileDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -101,7 +101,7 @@ def splice_part10(ds: FileDataset, source: bytes, source_syntax: str, changed: s
 
     ``changed`` are the dataset tags the caller set (or removed); ``ds.file_meta`` is written
     anew as ``dcmwrite`` would. ``None`` when the source does not allow a byte copy."""
-    if source_syntax != EXPLICIT_VR_LITTLE_ENDIAN or ds.original_encoding != (False, True):
+    if source_syntax != ExplicitVRLittleEndian or ds.original_encoding != (False, True):
         return None
     try:
         spans = top_level_spans(source)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from e2e_helpers import drain  # noqa: E402  (tests/ is on sys.path, as for the other reliability tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 SAFETY_TIMEOUT = 180.0  # a hang guard, never an assertion about speed
 
@@ -142,18 +144,6 @@ def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
-
-
-def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Every message now visible on ``url`` (deleted as read)."""
-    out: list[dict[str, Any]] = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
-        if not msgs:
-            return out
-        for m in msgs:
-            out.append(m)
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
 def peek(sqs: Any, url: str) -> list[dict[str, Any]]:
