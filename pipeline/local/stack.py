@@ -49,6 +49,9 @@ class LocalStack:
         }
 
 
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,9 +59,10 @@ def free_port() -> int:
 
 
 def start_moto(port: int) -> subprocess.Popen[bytes]:
-    """A real moto server process on 127.0.0.1:port, ready when this returns."""
+    """A real moto server process on 127.0.0.1:port (see moto_server.py), ready when this returns."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "pipeline.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=_PROJECT_ROOT,  # wherever the caller runs from, ``-m pipeline...`` finds this checkout
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
