@@ -153,16 +153,43 @@ def test_allocator_bounds_apply_on_glibc_and_can_be_turned_off():
     code = textwrap.dedent(
         """
         import os
-        from pipeline.allocator import bound_allocator
-        print(bound_allocator(), bound_allocator())
+        from pipeline.allocator import bound_allocator, encoder_allocator
+        print(bound_allocator(), bound_allocator(), encoder_allocator())
         """
     )
     env = dict(__import__("os").environ)
     on = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
     off = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env={**env, "DICOM_MALLOC_DEFAULTS": "1"}, timeout=60)
-    assert on.stdout.split() == ["True", "True"], on.stderr  # this machine runs glibc, as Lambda does
-    assert off.stdout.split() == ["False", "False"], off.stderr
+    assert on.stdout.split() == ["True", "True", "True"], on.stderr  # this machine runs glibc, as Lambda does
+    assert off.stdout.split() == ["False", "False", "False"], off.stderr
+
+
+def test_encoder_allocator_reuses_file_sized_buffers_instead_of_faulting_them_in():
+    """The parent's policy maps every >256 KiB buffer afresh (page faults each time); an encoder's
+    policy keeps them in the heap. 200 one-megabyte buffers, allocated, written and freed in turn."""
+    code = textwrap.dedent(
+        """
+        import resource, sys
+        import numpy as np
+        from pipeline.allocator import bound_allocator, encoder_allocator
+        assert bound_allocator()
+        if sys.argv[1] == "encoder":
+            assert encoder_allocator()
+        np.ones(1 << 18, np.int32)  # first use: the heap grows once
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(200):
+            np.ones(1 << 18, np.int32)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        """
+    )
+    faults = {}
+    for policy in ("parent", "encoder"):
+        proc = subprocess.run([sys.executable, "-c", code, policy], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        faults[policy] = int(proc.stdout)
+    assert faults["parent"] > 200 * 100, faults  # 256 pages of 4 KiB per buffer, every time
+    assert faults["encoder"] < 2_000, faults
 
 
 def test_listing_timestamps_are_left_unparsed(tmp_path):

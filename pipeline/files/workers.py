@@ -16,6 +16,7 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Iterable, Iterator
 
+from pipeline.allocator import encoder_allocator
 from pipeline.config import CompressionSettings
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.process import load_libraries, process_file
@@ -45,6 +46,7 @@ def _serve(conn: Connection, settings: CompressionSettings, inherited: tuple[Con
     # close them, so that when the parent dies (even by SIGKILL) recv() sees EOF and we exit.
     for parent_end in inherited:
         parent_end.close()
+    encoder_allocator()  # the parent's allocator policy would map and unmap every pixel buffer
     codec = codec_for(settings)
     while True:
         try:
