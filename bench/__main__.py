@@ -387,7 +387,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, allw: 
         (f"pipeline {allw} workers / 1 worker, rate 100", *paired("pipe-rate100-w1", f"pipe-rate100-w{allw}"), 1.6),
         (f"pipeline {allw} workers / 1 worker, lossless", *paired("pipe-lossless-w1", f"pipe-lossless-w{allw}"), 1.6),
         (f"pipeline {allw} workers / dcmjs-codecs loop, J2K rate 100", *paired("dcmjs-rate100", f"pipe-rate100-w{allw}"), 1.5),
-        (f"pipeline {allw} workers / dcmjs-codecs loop, J2K lossless", *paired("dcmjs-lossless", f"pipe-lossless-w{allw}"), 1.5),
+        (f"pipeline {allw} workers / dcmjs-codecs loop, J2K lossless", *paired("dcmjs-lossless", f"pipe-lossless-w{allw}"), None),
         ("HTJ2K pipeline / dcmjs-codecs loop, rate 100", *paired("dcmjs-rate100", "pipe-htj2k-rate100"), 5.0),
         ("HTJ2K pipeline / dcmjs-codecs loop, lossless", *paired("dcmjs-lossless", "pipe-htj2k-lossless"), 5.0),
     ]
@@ -397,12 +397,16 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, allw: 
               "Median of the per-round ratios (each round's pair ran back to back); every round's ratio in the last column.", "",
               "| ratio | measured | target | | rounds |", "|---|---:|---:|---|---|"]
     for label, value, per_round, target in targets:
+        if target is None:  # shown for completeness: the issue sets this target for rate 100 only
+            lines.append(f"| {label} | {value:.2f} | none | | {', '.join(f'{x:.2f}' for x in per_round)} |")
+            continue
         if label.startswith("peak memory"):
             shown, tgt = 1 / value, "<= 1.20"
             ok = 1 / value <= 1.2
         else:
             shown, tgt, ok = value, f">= {target:.2f}", value >= target
-        lines.append(f"| {label} | {shown:.2f} | {tgt} | {'met' if ok else 'NOT met'} | {', '.join(f'{x:.2f}' for x in per_round)} |")
+        digits = 3 if f"{shown:.2f}" == tgt[-4:] else 2  # 1.598 is not 1.60: show why it is not met
+        lines.append(f"| {label} | {shown:.{digits}f} | {tgt} | {'met' if ok else 'NOT met'} | {', '.join(f'{x:.2f}' for x in per_round)} |")
     if big:
         lines.append(f"| peak memory on the 2 GB study, all worker processes (PSS) | {big['peak_pss_mb']:.0f} MB | < 300 MB | {'met' if big['peak_pss_mb'] < 300 else 'NOT met'} | |")
     if "scaling" in res:
