@@ -51,11 +51,12 @@ def _serve(conn: Connection, settings: CompressionSettings, inherited: tuple[Con
     while True:
         try:
             job = conn.recv()
+            if job is None:
+                return
+            seq, path = job
+            data = conn.recv_bytes()  # the file's bytes follow unpickled (see _Worker._send_loop)
         except (EOFError, OSError):
             return
-        if job is None:
-            return
-        seq, path, data = job
         try:
             conn.send((seq, process_file(path, data, settings, codec)))
         except OSError:  # the parent is gone
@@ -81,13 +82,18 @@ class _Worker:
         self._sender.start()
 
     def _send_loop(self) -> None:
+        # A job is two messages: (seq, path) pickled, then the file's bytes as they are. Pickling
+        # them would copy every file once more on each side of the pipe.
         while True:
             item = self._outbox.get()
             try:
-                self.conn.send(item)
+                if item is None:
+                    self.conn.send(None)
+                    return
+                seq, path, data = item
+                self.conn.send((seq, path))
+                self.conn.send_bytes(data)
             except (OSError, ValueError):  # the worker died; _collect notices on recv
-                return
-            if item is None:
                 return
 
     def submit(self, seq: int, path: str, data: bytes) -> None:
