@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
+from pathlib import Path
 
-import boto3
-
-from pipeline.local.stack import _PROJECT_ROOT, free_port
+from pipeline.local.stack import REPO, _clients, free_port, start_moto
 
 
 def test_routing_cache_lists_what_moto_lists() -> None:
@@ -23,26 +20,16 @@ def test_routing_cache_lists_what_moto_lists() -> None:
         "assert list(b.list_of_moto_modules()) == before  # not an iterator used up once\n"
         "assert logging.getLogger('werkzeug').getEffectiveLevel() == logging.WARNING\n"
     )
-    subprocess.run([sys.executable, "-c", probe], cwd=_PROJECT_ROOT, check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=True, timeout=120)
 
 
-def test_server_routes_s3_sqs_events_and_logs_no_requests() -> None:
+def test_server_routes_s3_sqs_events_and_logs_no_requests(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        cwd=_PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    log_path = tmp_path / "moto.log"
+    with open(log_path, "wb") as log:
+        proc = start_moto(port, log=log)
     try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                        region_name="us-east-1")
-        s3, sqs, events = (session.client(name, endpoint_url=endpoint) for name in ("s3", "sqs", "events"))
+        s3, sqs, events = _clients(f"http://127.0.0.1:{port}")
         s3.create_bucket(Bucket="launcher-check")
         s3.put_object(Bucket="launcher-check", Key="a/b c.dcm", Body=b"x" * 1000)
         assert s3.get_object(Bucket="launcher-check", Key="a/b c.dcm")["Body"].read() == b"x" * 1000
@@ -54,6 +41,7 @@ def test_server_routes_s3_sqs_events_and_logs_no_requests() -> None:
                                            "Detail": "{}"}])["FailedEntryCount"] == 0
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+    output = log_path.read_bytes()
     # moto's stock server prints one access line per request ('"GET /launcher-check/... HTTP/1.1" 200 -').
-    assert b"HTTP/1.1\" 200" not in out + err, (out + err)[-2000:]
+    assert b"HTTP/1.1\" 200" not in output, output[-2000:]

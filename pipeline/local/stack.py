@@ -14,7 +14,8 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 REGION = "us-east-1"
 STAGE = "local"
@@ -49,7 +50,7 @@ class LocalStack:
         }
 
 
-_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -58,13 +59,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_moto(port: int) -> subprocess.Popen[bytes]:
-    """A real moto server process on 127.0.0.1:port (see moto_server.py), ready when this returns."""
+def start_moto(port: int, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """A real moto server process on 127.0.0.1:port (see moto_server.py), ready when this returns;
+    its output goes to ``log`` (discarded by default)."""
+    out: IO[bytes] | int = subprocess.DEVNULL if log is None else log
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        cwd=_PROJECT_ROOT,  # wherever the caller runs from, ``-m pipeline...`` finds this checkout
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        cwd=REPO,  # wherever the caller runs from, ``-m pipeline...`` finds this checkout
+        stdout=out,
+        stderr=out,
     )
     url = f"http://127.0.0.1:{port}/moto-api/"
     deadline = time.monotonic() + 30

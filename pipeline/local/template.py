@@ -37,9 +37,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.local.stack import REGION, STAGE, LocalStack
+from pipeline.local.stack import REGION, REPO, STAGE, LocalStack
 
-REPO = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = REPO / "build" / "package"
 TEMPLATE_NAME = "cloudformation-template-update-stack.json"
 LOCAL_NAME_PREFIX = f"dicom-compression-{STAGE}"

@@ -201,24 +201,25 @@ def drop_pending(sqs: Any, queue_url: str) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a live process, from /proc; None when it is gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (which may hold spaces); None when the process is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = raw.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[1])
+    return raw.rsplit(")", 1)[1].split()
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a live process, from /proc; None when it is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[1]))
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a live process has used so far (0 when it is gone)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    fields = raw.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def alive(pid: int) -> bool:
