@@ -25,6 +25,8 @@ Job = tuple[str, bytes]
 
 #: Jobs queued per worker beyond the one it is encoding: keeps the worker busy, memory flat.
 _DEPTH = 2
+#: Capacity asked for each job pipe (Linux lets any process go up to 1 MiB): a CT slice fits.
+JOB_PIPE_BYTES = 1024 * 1024
 
 
 def available_cpus(env: dict[str, str] | None = None) -> int:
@@ -39,7 +41,7 @@ def available_cpus(env: dict[str, str] | None = None) -> int:
         return os.cpu_count() or 1
 
 
-def _serve(conn: Connection, settings: CompressionSettings, inherited: tuple[Connection, ...] = ()) -> None:
+def _serve(jobs: Connection, results: Connection, settings: CompressionSettings, inherited: tuple[Connection, ...] = ()) -> None:
     from pipeline.codec import codec_for
 
     # Forked with copies of the parent's ends of its pipes (this worker's and earlier workers'):
@@ -50,32 +52,48 @@ def _serve(conn: Connection, settings: CompressionSettings, inherited: tuple[Con
     codec = codec_for(settings)
     while True:
         try:
-            job = conn.recv()
+            job = jobs.recv()
             if job is None:
                 return
             seq, path = job
-            data = conn.recv_bytes()  # the file's bytes follow unpickled (see _Worker._send_loop)
+            data = jobs.recv_bytes()  # the file's bytes follow unpickled (see _Worker._send_loop)
         except (EOFError, OSError):
             return
         try:
-            conn.send((seq, process_file(path, data, settings, codec)))
+            results.send((seq, process_file(path, data, settings, codec)))
         except OSError:  # the parent is gone
             return
 
 
+def _widen(conn: Connection, size: int = JOB_PIPE_BYTES) -> None:
+    """Let a whole queued file wait in the pipe: the sender writes it in one go while the worker
+    is still encoding, and the worker reads it in one go, instead of both trading 64 KiB turns
+    (each one waking the parent's sender thread, which then needs the GIL)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, size)
+    except (ImportError, AttributeError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
+        pass
+
+
 class _Worker:
-    """One encoder process and the parent's end of its pipe.
+    """One encoder process and the parent's ends of its two pipes (jobs out, results in).
 
     Jobs are sent by a thread of their own: a worker blocked sending a large result while the
-    parent is blocked sending it the next large job would deadlock both (pipe buffers are 64 KiB).
+    parent is blocked sending it the next large job would deadlock both (pipes are bounded).
     With the sender off the main thread, the main thread always drains results.
     """
 
     def __init__(self, ctx: mp.context.BaseContext, settings: CompressionSettings, others: tuple[Connection, ...] = ()) -> None:
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, settings, (self.conn, *others)), daemon=True)
+        # Two one-way pipes (not one socketpair): a pipe's buffer can be widened (see _widen).
+        job_out, self.jobs = ctx.Pipe(duplex=False)
+        self.results, result_in = ctx.Pipe(duplex=False)
+        _widen(self.jobs)
+        self.proc = ctx.Process(target=_serve, args=(job_out, result_in, settings, (self.jobs, self.results, *others)), daemon=True)
         self.proc.start()
-        child.close()
+        job_out.close()
+        result_in.close()
         self.in_flight: dict[int, Job] = {}
         self._outbox: queue.SimpleQueue[tuple[int, str, bytes] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_loop, name="encoder-feed", daemon=True)
@@ -88,11 +106,11 @@ class _Worker:
             item = self._outbox.get()
             try:
                 if item is None:
-                    self.conn.send(None)
+                    self.jobs.send(None)
                     return
                 seq, path, data = item
-                self.conn.send((seq, path))
-                self.conn.send_bytes(data)
+                self.jobs.send((seq, path))
+                self.jobs.send_bytes(data)
             except (OSError, ValueError):  # the worker died; _collect notices on recv
                 return
 
@@ -142,7 +160,7 @@ class _Pool:
         self.backlog: deque[tuple[int, Job]] = deque()
         self.workers: list[_Worker] = []
         for _ in range(n):
-            self.workers.append(_Worker(self.ctx, settings, tuple(w.conn for w in self.workers)))
+            self.workers.append(_Worker(self.ctx, settings, tuple(c for w in self.workers for c in (w.jobs, w.results))))
 
     def run(self, jobs: Iterable[Job]) -> Iterator[FileOutcome]:
         done: dict[int, FileOutcome] = {}
@@ -168,19 +186,19 @@ class _Pool:
                     next_out += 1
                 if exhausted and not backlog and not any(w.in_flight for w in self.workers) and not done:
                     return
-                busy = [w.conn for w in self.workers if w.in_flight]
+                busy = [w.results for w in self.workers if w.in_flight]
                 if not busy:  # the results just handed out had filled the window: refill first
                     continue
                 ready = wait(busy)
                 for w in self.workers:
-                    if w.conn in ready:
+                    if w.results in ready:
                         self._collect(w, done)
         finally:
             self.close()
 
     def _collect(self, w: _Worker, done: dict[int, FileOutcome]) -> None:
         try:
-            seq, outcome = w.conn.recv()
+            seq, outcome = w.results.recv()
         except (EOFError, OSError):
             # The worker died (native crash, OOM kill) on the oldest file it held: that file is
             # kept as-is; the ones queued behind it go back to the front of the line; it is replaced.
@@ -197,8 +215,9 @@ class _Pool:
             w.in_flight.clear()
             w.stop()
             w.proc.join(timeout=1)
-            w.conn.close()
-            others = tuple(x.conn for x in self.workers if x is not w)
+            w.jobs.close()
+            w.results.close()
+            others = tuple(c for x in self.workers if x is not w for c in (x.jobs, x.results))
             self.workers[self.workers.index(w)] = _Worker(self.ctx, self.settings, others)
             return
         w.in_flight.pop(seq, None)
@@ -211,5 +230,6 @@ class _Pool:
             w.proc.join(timeout=5)
             if w.proc.is_alive():
                 w.proc.kill()
-            w.conn.close()
+            w.jobs.close()
+            w.results.close()
         gc.unfreeze()  # what became garbage meanwhile can be collected again (warm containers)
