@@ -83,16 +83,19 @@ def cpu_seconds(pid: int) -> float:
 
 class TreeMemorySampler:
     """Samples the summed PSS and RSS of a process and its descendants every ``interval`` seconds,
-    and the CPU time they use. PSS is read when the RSS sum reaches a new high, and at least every
-    ``pss_every`` samples (a worker un-sharing its parent's pages raises PSS but not RSS)."""
+    and the CPU time they use. PSS is read when the RSS sum has grown by ``margin_kb`` since the last
+    PSS reading, and at least every ``pss_every`` samples (a worker un-sharing its parent's pages
+    raises PSS but not RSS). RSS creeps up by a few pages most samples: a trigger without a margin
+    read PSS on half of them."""
 
-    def __init__(self, pid: int, interval: float = 0.05, pss_every: int = 5) -> None:
-        self.pid, self.interval, self.pss_every = pid, interval, pss_every
+    def __init__(self, pid: int, interval: float = 0.05, pss_every: int = 10, margin_kb: int = 1024) -> None:
+        self.pid, self.interval, self.pss_every, self.margin_kb = pid, interval, pss_every, margin_kb
         self.peak_pss_kb = self.peak_rss_kb = 0
         #: At the PSS peak: (seconds since start, PSS of the root process, PSS of its descendants).
         self.at_peak: tuple[float, int, int] = (0.0, 0, 0)
-        #: Samples taken, and how many of them read PSS.
+        #: Samples taken, how many of them read PSS, and the CPU time the sampling itself took.
         self.samples = self.pss_samples = 0
+        self.own_cpu_s = 0.0
         self._cpu: dict[int, float] = {}
         self._cpu_before: dict[int, float] = {}
         self._stop = threading.Event()
@@ -100,15 +103,18 @@ class TreeMemorySampler:
 
     def _run(self) -> None:
         start = time.perf_counter()
+        mark = -self.margin_kb  # the RSS sum at the last PSS reading
         for n in itertools.count():
             if self._stop.is_set():
+                self.own_cpu_s = time.thread_time()
                 return
             tree = _tree(self.pid)
             for p in tree:
                 self._cpu[p] = max(self._cpu.get(p, 0.0), cpu_seconds(p))
             rss = sum(_rss_kb(p) for p in tree)
-            if rss > self.peak_rss_kb or n % self.pss_every == 0:
+            if rss > mark + self.margin_kb or n % self.pss_every == 0:
                 self._sample_pss(tree, start)
+                mark = rss
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
             self.samples += 1
             time.sleep(self.interval)

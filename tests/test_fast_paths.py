@@ -122,6 +122,55 @@ def test_htj2k_search_gives_up_cleanly_when_the_ratio_cannot_be_reached(ct_slice
     assert out and len(calls) <= 8
 
 
+@pytest.fixture(scope="module")
+def varied_images(corpus: Path, manifest: list[dict[str, str]]) -> list[tuple[str, np.ndarray]]:
+    """Up to 3 single-frame grey images of each kind in the corpus (MR 64x64 to CR 1760x1760,
+    8 and 16 bits, big and little endian), beyond the CT slices the search was first tuned on."""
+    from pydicom.uid import UID
+
+    seen: dict[tuple[str, ...], int] = {}
+    out = []
+    for r in manifest:
+        if not (r["dicom"] == "yes" and r["has_pixel_data"] == "yes" and r["frames"] == "1" and r["samples_per_pixel"] == "1"
+                and r["decode_check"].startswith("ok") and int(r["rows"]) >= 32 and int(r["cols"]) >= 32
+                and not UID(r["transfer_syntax_uid"]).is_compressed):
+            continue
+        kind = (r["category"], r["modality"], r["rows"], r["cols"], r["bits_allocated"])
+        if seen.get(kind, 0) < 3:
+            seen[kind] = seen.get(kind, 0) + 1
+            out.append((r["file"], np.ascontiguousarray(pixel_array(pydicom.dcmread(corpus / r["file"]), as_rgb=False))))
+    assert len(out) >= 20
+    return out
+
+
+@pytest.mark.parametrize("target", [20.0, 100.0])
+def test_htj2k_search_on_varied_images_lands_near_the_ratio_or_stops_where_it_cannot_move(varied_images, target):
+    """Within 8 %, or the ratio cannot be reached (at the largest step it is still short) and the
+    search stopped early, near what is reachable. Small images whose headers outweigh their pixels
+    (64x64 MR) cannot reach 100:1."""
+    import imagecodecs
+
+    from pipeline.codec.htj2k import _STEP_RANGE
+
+    counts = []
+    for name, src in varied_images:
+        calls: list[float] = []
+
+        def encode(step: float, src=src, calls=calls) -> bytes:
+            calls.append(step)
+            return bytes(imagecodecs.htj2k_encode(src, level=step, reversible=False))
+
+        ratio = src.nbytes / len(search_step(encode, raw_bytes=src.nbytes, target=target))
+        counts.append(len(calls))
+        if abs(math.log(ratio / target)) < math.log1p(0.08):
+            continue
+        top = src.nbytes / len(imagecodecs.htj2k_encode(src, level=_STEP_RANGE[1], reversible=False))
+        assert top < target / 1.08, (name, ratio, top)  # really out of reach...
+        assert ratio > top / 1.25, (name, ratio, top)  # ...and we got near the most there is
+        assert len(calls) <= 4, (name, calls)  # without walking the whole step range
+    assert sum(counts) / len(counts) <= 4.0, counts
+
+
 def test_workers_are_forked_with_the_codec_libraries_already_imported(tmp_path, corpus):
     """load_libraries runs in the parent: imported once, shared by every worker it forks."""
     script = textwrap.dedent(

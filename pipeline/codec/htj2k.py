@@ -20,20 +20,25 @@ HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
 HTJ2K_LOSSY = "1.2.840.10008.1.2.4.203"
 _MAX_ENCODES = 8
 _TOLERANCE = 0.08  # stop when within 8% of the asked ratio
-_SLOPE = 0.8  # d log(ratio) / d log(step), measured on CT; only the first guess of the slope
+# d log(ratio) / d log(step): only the first guess of the slope (CT slices and the corpus's MR,
+# ultrasound and small images: 0.6 needs fewer encodes than 0.8 at rates 20, 50 and 100).
+_SLOPE = 0.6
+_FLAT = 0.05  # a measured slope below this: the ratio no longer follows the step (headers dominate)
 _STEP_RANGE = (1e-6, 4.0)
 
 
 def search_step(encode: Callable[[float], bytes], *, raw_bytes: int, target: float) -> bytes:
     """The codestream whose ratio is nearest ``target``, found by a safeguarded secant search on
     log(step) -> log(ratio) (monotonic, nearly linear): usually 2 or 3 encodes. Deterministic: the
-    same image always gives the same bytes, whatever was encoded before it."""
+    same image always gives the same bytes, whatever was encoded before it. Gives up early when
+    the ratio stops moving (a small image whose headers outweigh its pixels cannot reach 100:1)."""
     goal = math.log(target)
     lo: tuple[float, float] | None = None  # (log step, log ratio) below the goal
     hi: tuple[float, float] | None = None  # ... above it
     x = math.log(1e-3) + (goal - math.log(37.0)) / _SLOPE  # CT: step 1e-3 gives about 37:1
     best, best_err = b"", math.inf
     tried: set[float] = set()
+    last: tuple[float, float] | None = None
     for _ in range(_MAX_ENCODES):
         x = min(max(x, math.log(_STEP_RANGE[0])), math.log(_STEP_RANGE[1]))
         if round(x, 2) in tried:  # the ratio jumps past the goal here, or the range ends: done
@@ -54,8 +59,14 @@ def search_step(encode: Callable[[float], bytes], *, raw_bytes: int, target: flo
             slope = (hi[1] - lo[1]) / (hi[0] - lo[0]) if hi[0] != lo[0] else 0.0
             nxt = lo[0] + (goal - lo[1]) / slope if slope > 0 else (lo[0] + hi[0]) / 2
             x = nxt if min(lo[0], hi[0]) < nxt < max(lo[0], hi[0]) else (lo[0] + hi[0]) / 2
-        else:  # one side known: step by the prior slope, at most a factor e**3 at a time
-            x += max(-3.0, min(3.0, (goal - y) / _SLOPE))
+        else:  # one side known: extrapolate (measured slope, else the prior), at most e**3 at a time
+            slope = _SLOPE
+            if last is not None and x != last[0]:
+                slope = (y - last[1]) / (x - last[0])
+                if slope < _FLAT:
+                    break
+            last = (x, y)
+            x += max(-3.0, min(3.0, (goal - y) / slope))
     return best
 
 

@@ -2,7 +2,8 @@
 
 Why processes and pipes: pylibjpeg-openjpeg holds the GIL and crashes under threads, and
 Lambda has no /dev/shm, so ``multiprocessing.Pool``/``Queue`` fail there while ``Process`` +
-``Pipe`` work. One worker runs inline, paying for none of this machinery.
+``Pipe`` work. One worker is one encoder process beside this one, so reading, zipping and
+uploading overlap its encoding; ``workers=0`` encodes inline (tests, tiny runs).
 """
 
 from __future__ import annotations
