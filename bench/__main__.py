@@ -462,7 +462,8 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, allw: 
     t1 = w1["seconds"] * 399 / n400  # scaled per file to the reference 399-file study
     s2 = w1["seconds"] / wa["seconds"]
     model = lambda_model(t1, s2)
-    cheapest = min(model, key=lambda r: r["cost_per_1000"])
+    # Below one vCPU, time x memory is constant: equal cost, so the faster of equals is the cheapest.
+    cheapest = min(model, key=lambda r: (round(r["cost_per_1000"], 3), r["seconds"]))
     fastest = min(model, key=lambda r: r["seconds"])
     old_cost = (OLD_MEMORY_MB / 1024 * OLD_SECONDS * PRICE_GB_S["x86_64"] + PRICE_REQUEST) * 1000
     lines += [

@@ -72,3 +72,28 @@ def test_available_cpus_follows_lambda_memory():
     assert W.available_cpus({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3538"}) == 2
     assert W.available_cpus({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "10240"}) == 5
     assert W.available_cpus({}) == len(os.sched_getaffinity(0))
+
+
+def test_a_queued_slice_fits_in_the_job_pipe_while_the_worker_is_busy(jobs):
+    """The sender hands a whole CT slice (~0.5 MB) to the pipe without waiting for the worker
+    to read it: an unwidened pipe (64 KiB) would block the write until the worker came back."""
+    import fcntl
+    import multiprocessing as mp
+    import threading
+
+    reader, writer = mp.get_context("fork").Pipe(duplex=False)
+    try:
+        if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < W.JOB_PIPE_BYTES:
+            pytest.skip("this kernel's pipe-max-size is below 1 MiB")
+        W._widen(writer)
+        assert fcntl.fcntl(writer.fileno(), fcntl.F_GETPIPE_SZ) >= W.JOB_PIPE_BYTES
+        slice_bytes = jobs[0][1]
+        assert len(slice_bytes) > 256 * 1024
+        sent = threading.Thread(target=lambda: (writer.send(("0", "a.dcm")), writer.send_bytes(slice_bytes)), daemon=True)
+        sent.start()
+        sent.join(timeout=10)
+        assert not sent.is_alive(), "the write waited for a reader"
+        assert reader.recv() == ("0", "a.dcm") and reader.recv_bytes() == slice_bytes
+    finally:
+        reader.close()
+        writer.close()
