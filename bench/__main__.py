@@ -374,7 +374,6 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, allw: 
     lines.append(f"| I/O floor: list, read all, store 1%, upload (no image work) | - | {secs(floor)} | {fmt(mb400 / floor['seconds'], 1)} | | |")
 
     w1, wa = res["pipe-rate100-w1"], res[f"pipe-rate100-w{allw}"]
-    l1, la = res["pipe-lossless-w1"], res[f"pipe-lossless-w{allw}"]
     def paired(slow: str, fast: str) -> tuple[float, list[float]]:
         """``slow`` seconds / ``fast`` seconds, round by round (pairs ran back to back); the median."""
         a, b = res.get("rounds", {}).get(slow), res.get("rounds", {}).get(fast)
@@ -439,7 +438,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, allw: 
         "| run | seconds | worker processes CPU s | S3/SQS server CPU s | measuring (this bench) CPU s | cores busy |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key, label in ((f"pipe-rate100-w{allw}", "J2K rate 100"), (f"pipe-htj2k-rate100", "HTJ2K rate 100"),
+    for key, label in ((f"pipe-rate100-w{allw}", "J2K rate 100"), ("pipe-htj2k-rate100", "HTJ2K rate 100"),
                        (f"pipe-lossless-w{allw}", "J2K lossless"), ("pipe-htj2k-lossless", "HTJ2K lossless")):
         r = res[key]
         busy = (r["worker_cpu_s"] + r["server_cpu_s"]) / r["seconds"]

@@ -12,7 +12,6 @@ import pytest
 
 from pipeline.config import CompressionSettings
 from pipeline.files import workers as W
-from pipeline.files.process import process_file
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSLESS = CompressionSettings(mode="lossless")
