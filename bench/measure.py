@@ -93,9 +93,8 @@ class TreeMemorySampler:
         self.peak_pss_kb = self.peak_rss_kb = 0
         #: At the PSS peak: (seconds since start, PSS of the root process, PSS of its descendants).
         self.at_peak: tuple[float, int, int] = (0.0, 0, 0)
-        #: Samples taken, how many of them read PSS, and the CPU time the sampling itself took.
+        #: Samples taken, and how many of them read PSS.
         self.samples = self.pss_samples = 0
-        self.own_cpu_s = 0.0
         self._cpu: dict[int, float] = {}
         self._cpu_before: dict[int, float] = {}
         self._stop = threading.Event()
@@ -106,7 +105,6 @@ class TreeMemorySampler:
         mark = -self.margin_kb  # the RSS sum at the last PSS reading
         for n in itertools.count():
             if self._stop.is_set():
-                self.own_cpu_s = time.thread_time()
                 return
             tree = _tree(self.pid)
             for p in tree:

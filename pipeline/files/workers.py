@@ -91,7 +91,7 @@ class _Worker:
         job_out, self.jobs = ctx.Pipe(duplex=False)
         self.results, result_in = ctx.Pipe(duplex=False)
         _widen(self.jobs)
-        self.proc = ctx.Process(target=_serve, args=(job_out, result_in, settings, (self.jobs, self.results, *others)), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(job_out, result_in, settings, (*self.ends, *others)), daemon=True)
         self.proc.start()
         job_out.close()
         result_in.close()
@@ -114,6 +114,15 @@ class _Worker:
                 self.jobs.send_bytes(data)
             except (OSError, ValueError):  # the worker died; _collect notices on recv
                 return
+
+    @property
+    def ends(self) -> tuple[Connection, Connection]:
+        """This process's ends of the worker's pipes (a worker forked later must close them)."""
+        return self.jobs, self.results
+
+    def close_ends(self) -> None:
+        for end in self.ends:
+            end.close()
 
     def submit(self, seq: int, path: str, data: bytes) -> None:
         self.in_flight[seq] = (path, data)
@@ -161,7 +170,7 @@ class _Pool:
         self.backlog: deque[tuple[int, Job]] = deque()
         self.workers: list[_Worker] = []
         for _ in range(n):
-            self.workers.append(_Worker(self.ctx, settings, tuple(c for w in self.workers for c in (w.jobs, w.results))))
+            self.workers.append(_Worker(self.ctx, settings, tuple(c for w in self.workers for c in w.ends)))
 
     def run(self, jobs: Iterable[Job]) -> Iterator[FileOutcome]:
         done: dict[int, FileOutcome] = {}
@@ -216,9 +225,8 @@ class _Pool:
             w.in_flight.clear()
             w.stop()
             w.proc.join(timeout=1)
-            w.jobs.close()
-            w.results.close()
-            others = tuple(c for x in self.workers if x is not w for c in (x.jobs, x.results))
+            w.close_ends()
+            others = tuple(c for x in self.workers if x is not w for c in x.ends)
             self.workers[self.workers.index(w)] = _Worker(self.ctx, self.settings, others)
             return
         w.in_flight.pop(seq, None)
@@ -231,6 +239,5 @@ class _Pool:
             w.proc.join(timeout=5)
             if w.proc.is_alive():
                 w.proc.kill()
-            w.jobs.close()
-            w.results.close()
+            w.close_ends()
         gc.unfreeze()  # what became garbage meanwhile can be collected again (warm containers)

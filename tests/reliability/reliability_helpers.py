@@ -24,6 +24,8 @@ from typing import Any, Self, TypeVar
 
 from e2e_helpers import drain  # noqa: E402  (tests/ is on sys.path, as for the other reliability tests)
 
+from bench.measure import cpu_seconds  # noqa: F401  (re-exported for the reliability tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 SAFETY_TIMEOUT = 180.0  # a hang guard, never an assertion about speed
 
@@ -201,25 +203,14 @@ def drop_pending(sqs: Any, queue_url: str) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat after the command name (which may hold spaces); None when the process is gone."""
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a live process, from /proc; None when it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return raw.rsplit(")", 1)[1].split()
-
-
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a live process, from /proc; None when it is gone."""
-    fields = _stat_fields(pid)
-    return None if fields is None else (fields[0], int(fields[1]))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a live process has used so far (0 when it is gone)."""
-    fields = _stat_fields(pid)
-    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = raw.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return fields[0], int(fields[1])
 
 
 def alive(pid: int) -> bool:
