@@ -70,7 +70,39 @@ def test_available_cpus_follows_lambda_memory():
     assert W.available_cpus({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}) == 1
     assert W.available_cpus({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3538"}) == 2
     assert W.available_cpus({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "10240"}) == 5
-    assert W.available_cpus({}) == len(os.sched_getaffinity(0))
+    assert W.available_cpus({}) == min(len(os.sched_getaffinity(0)), int(W.cgroup_cpu_quota() or 10**6))
+
+
+def _cgroup(tmp_path, files: dict[str, str]) -> str:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text + "\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "max 100000"}, None),  # cgroup v2, unlimited
+        ({"cpu.max": "150000 100000"}, 1.5),  # docker --cpus=1.5
+        ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),  # v1, unlimited (this machine)
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "50000", "cpu,cpuacct/cpu.cfs_period_us": "100000"}, 0.5),
+        ({}, None),  # no cgroup files: no limit known
+    ],
+)
+def test_cgroup_cpu_quota(tmp_path, files, quota):
+    assert W.cgroup_cpu_quota(_cgroup(tmp_path, files)) == quota
+
+
+def test_available_cpus_honours_a_container_quota(tmp_path):
+    """Never more encoders than the quota's whole CPUs, never fewer than one, never more than the affinity."""
+    mine = len(os.sched_getaffinity(0))
+    assert W.available_cpus({}, _cgroup(tmp_path / "a", {"cpu.max": "100000 100000"})) == 1
+    assert W.available_cpus({}, _cgroup(tmp_path / "b", {"cpu.max": "50000 100000"})) == 1
+    assert W.available_cpus({}, _cgroup(tmp_path / "c", {"cpu.max": "6400000 100000"})) == mine
+    assert W.available_cpus({}, _cgroup(tmp_path / "d", {"cpu.max": "max 100000"})) == mine
+    if mine >= 2:
+        assert W.available_cpus({}, _cgroup(tmp_path / "e", {"cpu.max": "250000 100000"})) == 2
 
 
 def test_a_queued_slice_fits_in_the_job_pipe_while_the_worker_is_busy(jobs):

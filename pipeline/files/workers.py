@@ -30,16 +30,41 @@ _DEPTH = 2
 JOB_PIPE_BYTES = 1024 * 1024
 
 
-def available_cpus(env: dict[str, str] | None = None) -> int:
-    """CPUs this process may really use: Lambda's share from its memory size, else the affinity mask."""
+def available_cpus(env: dict[str, str] | None = None, cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """CPUs this process may really use: Lambda's share from its memory size; elsewhere the
+    affinity mask, lowered to a container's CPU quota (a 2-CPU container on a 64-core host
+    must not start 64 encoders that then take turns)."""
     env = dict(os.environ) if env is None else env
     memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
     if memory and memory.isdigit():
         return max(1, min(6, int(memory) // 1769))  # 1,769 MB = 1 vCPU; 10,240 MB = 6
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, int(quota))  # whole CPUs: a 1.5-CPU quota runs 1 encoder beside the parent
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota of this process's container in CPUs (cgroup v2 ``cpu.max``, else v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); ``None`` when unlimited or not readable."""
+    try:
+        with open(f"{root}/cpu.max") as fh:
+            quota, _, period = fh.read().partition(" ")
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for folder in ("cpu", "cpu,cpuacct"):
+        try:
+            with open(f"{root}/{folder}/cpu.cfs_quota_us") as q, open(f"{root}/{folder}/cpu.cfs_period_us") as pr:
+                quota_us, period_us = int(q.read()), int(pr.read())
+        except (OSError, ValueError):
+            continue
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    return None
 
 
 def _serve(jobs: Connection, results: Connection, settings: CompressionSettings, inherited: tuple[Connection, ...] = ()) -> None:
