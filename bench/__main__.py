@@ -446,17 +446,20 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
             lines.append(f"| {label} | {r['files']} | {r['peak_pss_mb']:.0f} | {r['peak_main_mb']:.0f} | {r['peak_encoders_mb']:.0f} | {r['peak_at_s']:.1f} | {r['seconds']:.1f} |")
 
     # The best any pipeline could do here: the CPU seconds that cannot be avoided (moving the
-    # bytes through the local S3 server, and the codec's own work incl. verification) spread
-    # perfectly over the cores, with nothing else running.
-    floor_cpu = floor["client_cpu_s"] + floor["server_cpu_s"]
+    # bytes, through the local S3 server when it shares the cores, and the codec's own work incl.
+    # verification) spread perfectly over the cores, with nothing else running.
+    shared = not split.pinned
+    floor_cpu = floor["client_cpu_s"] + (floor["server_cpu_s"] if shared else 0.0)
     lines += [
         "",
         f"## Where the time goes ({allw} workers, median rounds)",
         "",
         "S3 here is a moto server on the same machine, so every GET costs CPU twice (client and server), which",
         "Lambda would not pay for the server side (the server is moto's own, started without its per-request",
-        "package-folder listing and access log: `pipeline/local/moto_server.py`). The bench itself shares the cores too:",
-        "its memory sampler and its wait for the outcome event (the measuring column). CPU seconds, measured from /proc:",
+        "package-folder listing and access log: `pipeline/local/moto_server.py`). "
+        + ("It and the bench itself (its memory sampler and its wait for the outcome event: the measuring column) share"
+           if shared else "It and the bench itself (the measuring column) ran on other CPUs than"),
+        f"the pipeline's cores. CPU seconds, measured from /proc; cores busy: of the pipeline's {allw}:",
         "",
         "| run | seconds | worker processes CPU s | S3/SQS server CPU s | measuring (this bench) CPU s | cores busy |",
         "|---|---:|---:|---:|---:|---:|",
@@ -464,13 +467,13 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
     for key, label in ((f"pipe-rate100-w{allw}", "J2K rate 100"), ("pipe-htj2k-rate100", "HTJ2K rate 100"),
                        (f"pipe-lossless-w{allw}", "J2K lossless"), ("pipe-htj2k-lossless", "HTJ2K lossless")):
         r = res[key]
-        busy = (r["worker_cpu_s"] + r["server_cpu_s"]) / r["seconds"]
+        busy = (r["worker_cpu_s"] + (r["server_cpu_s"] if shared else 0.0)) / r["seconds"]
         own = fmt(r["bench_cpu_s"]) if "bench_cpu_s" in r else "-"
         lines.append(f"| pipeline, {label} | {fmt(r['seconds'])} | {fmt(r['worker_cpu_s'])} | {fmt(r['server_cpu_s'])} | {own} | {busy:.2f} of {allw} |")
     lines.append(f"| I/O floor (no image work) | {fmt(floor['seconds'])} | {fmt(floor['client_cpu_s'])} (client) | {fmt(floor['server_cpu_s'])} | - | {floor_cpu / floor['seconds']:.2f} of {allw} |")
     lines += [
         "",
-        f"Ceiling if the pipeline's own work were only moving the bytes and the codec: (I/O floor CPU {floor_cpu:.2f} s",
+        f"Ceiling if the pipeline's own work were only moving the bytes and the codec: (I/O floor CPU on these cores {floor_cpu:.2f} s",
         f"+ codec alone) / {allw} cores, against the dcmjs-codecs loop:",
         "",
         "| setting | codec alone s | best possible pipeline s | best possible ratio to dcmjs | measured |",
@@ -482,7 +485,6 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
             dj = res[f"dcmjs-{mode}"]["seconds"]
             lines.append(f"| {label} {mode} | {fmt(res[codec_key]['seconds'])} | {fmt(best)} | {dj / best:.2f} | {paired(f'dcmjs-{mode}', pipe_key)[0]:.2f} |")
 
-    shared = not split.pinned
     lines += [
         "",
         f"## What each {allw}-worker run's own CPU allows",
