@@ -30,7 +30,8 @@ _DEPTH = 2
 JOB_PIPE_BYTES = 1024 * 1024
 
 
-def available_cpus(env: dict[str, str] | None = None, cgroup_root: str = "/sys/fs/cgroup") -> int:
+def available_cpus(env: dict[str, str] | None = None, cgroup_root: str = "/sys/fs/cgroup",
+                   cgroup_membership: str = "/proc/self/cgroup") -> int:
     """CPUs this process may really use: Lambda's share from its memory size; elsewhere the
     affinity mask, lowered to a container's CPU quota (a 2-CPU container on a 64-core host
     must not start 64 encoders that then take turns)."""
@@ -42,29 +43,55 @@ def available_cpus(env: dict[str, str] | None = None, cgroup_root: str = "/sys/f
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    quota = cgroup_cpu_quota(cgroup_root)
+    quota = cgroup_cpu_quota(cgroup_root, cgroup_membership)
     if quota is not None:
         cpus = min(cpus, int(quota))  # whole CPUs: a 1.5-CPU quota runs 1 encoder beside the parent
     return max(1, cpus)
 
 
-def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
-    """The CPU quota of this process's container in CPUs (cgroup v2 ``cpu.max``, else v1
-    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); ``None`` when unlimited or not readable."""
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> float | None:
+    """The tightest CPU quota on this process, in CPUs: cgroup v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, read in this process's own cgroup and every
+    ancestor (a container sees its cgroup at ``root``; a systemd service with ``CPUQuota=`` sits
+    below it; a parent's limit binds its children). ``None``: no limit found."""
+    v2, v1 = "/", "/"
     try:
-        with open(f"{root}/cpu.max") as fh:
-            quota, _, period = fh.read().partition(" ")
-        return None if quota == "max" else int(quota) / int(period)
+        with open(membership) as fh:
+            for line in fh:
+                hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+                if hierarchy == "0" and not controllers:
+                    v2 = path
+                elif "cpu" in controllers.split(","):
+                    v1 = path
     except (OSError, ValueError):
         pass
-    for folder in ("cpu", "cpu,cpuacct"):
-        try:
-            with open(f"{root}/{folder}/cpu.cfs_quota_us") as q, open(f"{root}/{folder}/cpu.cfs_period_us") as pr:
-                quota_us, period_us = int(q.read()), int(pr.read())
-        except (OSError, ValueError):
-            continue
-        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
-    return None
+    found = [_v2_quota(folder) for folder in _ancestors(root, v2)]
+    found += [_v1_quota(folder) for mount in ("cpu", "cpu,cpuacct") for folder in _ancestors(f"{root}/{mount}", v1)]
+    limits = [q for q in found if q is not None]
+    return min(limits) if limits else None
+
+
+def _ancestors(base: str, path: str) -> list[str]:
+    parts = [p for p in path.split("/") if p and p not in (".", "..")]
+    return ["/".join([base, *parts[:n]]) for n in range(len(parts), -1, -1)]
+
+
+def _v2_quota(folder: str) -> float | None:
+    try:
+        with open(f"{folder}/cpu.max") as fh:
+            quota, period = fh.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(folder: str) -> float | None:
+    try:
+        with open(f"{folder}/cpu.cfs_quota_us") as q, open(f"{folder}/cpu.cfs_period_us") as pr:
+            quota_us, period_us = int(q.read()), int(pr.read())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 def _serve(jobs: Connection, results: Connection, settings: CompressionSettings, inherited: tuple[Connection, ...] = ()) -> None:
