@@ -41,15 +41,21 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from pipeline.outputs.record import summary_lines
     from pipeline.study.source import LocalStudySource, SourceError
 
+    from pipeline.budget import MIB, BudgetError, MemoryBudget, budget_override
+    from pipeline.files.workers import available_cpus
+
     try:
         settings = _settings(args)
         source = LocalStudySource(args.source)
-    except (SettingsError, SourceError) as exc:
+        workers = args.workers or available_cpus()
+        in_flight = int(args.memory_budget * MIB) if args.memory_budget is not None else budget_override()
+        budget = MemoryBudget.for_host(workers, in_flight=in_flight)
+    except (SettingsError, SourceError, BudgetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.output) if args.output else Path(f"{source.name}.zip")
     record = write_local_outputs(
-        Study.from_source(source), out, settings, workers=args.workers, progress=_ProgressBar()
+        Study.from_source(source), out, settings, workers=workers, budget=budget, progress=_ProgressBar()
     )
     print("\n".join(summary_lines(record)))
     print(f"result record: {out.with_suffix('.result.json')}")
@@ -146,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=["j2k", "htj2k"], help="j2k (default) or htj2k")
     p.add_argument("--no-verify", action="store_true", help="do not decode and compare the output")
     p.add_argument("--workers", type=int, default=None, help="encoder processes (default: the CPUs available)")
+    p.add_argument("--memory-budget", type=float, default=None, metavar="MB",
+                   help="MiB of study data in flight at once (default: $MEMORY_BUDGET_MB, else from the memory available)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("local", help="run the embedded local stack (moto server + worker) until Ctrl-C")

@@ -1,28 +1,41 @@
 """One study, end to end: read ahead -> encode in workers -> ZIP in order -> result.
 
-Stages overlap and every queue between them is bounded, so memory depends on the number of
-workers and the largest file, never on the size of the study.
+Stages overlap and every queue between them is bounded in bytes (:mod:`pipeline.budget`): small
+objects are read whole and encoded by one encoder each; larger ones are streamed as header +
+frames across all encoders and assembled from a spool. Memory depends on the budget, never on
+the size of the study or of any one object.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
+from io import BytesIO
 from typing import Callable, Iterator, Protocol
 
 from pipeline.allocator import bound_allocator
 from pipeline.archive import ZipStreamWriter, ZipSummary
+from pipeline.budget import MemoryBudget, budget_override
+from pipeline.codec import FrameCodec, codec_for
 from pipeline.config import CompressionSettings
+from pipeline.files.assemble import Assembly
 from pipeline.files.dicomdir import stale_directory_warnings
+from pipeline.files.frames import FrameResult
+from pipeline.files.header import DEFLATED
 from pipeline.files.outcome import FileOutcome
-from pipeline.files.workers import available_cpus, process_files
+from pipeline.files.stream import Begin, End, FileTask, Item, KeepWhole, stream_object
+from pipeline.files.workers import available_cpus, process_items
 from pipeline.study.listing import Ignored, StudyObject, order_study, split_triggers
-from pipeline.study.source import StudySource
+from pipeline.study.source import ObjectReader, StudySource
 
-DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
 READ_THREADS = 8
+#: Kept objects larger than this go into the ZIP without compression work (deflate would cost
+#: about a minute per GB and save little on pixel data).
+LARGE_KEPT = 64 * 1024 * 1024
 # Formats that deflate cannot shrink: stored, to save the CPU.
 _INCOMPRESSIBLE = (".gz", ".zip", ".jpg", ".jpeg", ".png", ".j2k", ".jp2", ".mp4", ".nii.gz")
 
@@ -47,6 +60,10 @@ class Study:
         objects, triggers = split_triggers(objects)
         return cls(source, order_study(objects), ignored + triggers)
 
+    @cached_property
+    def by_path(self) -> dict[str, StudyObject]:
+        return {o.path: o for o in self.objects}
+
 
 @dataclass
 class StudyRun:
@@ -61,6 +78,8 @@ class StudyRun:
     started_at: str
     finished_at: str
     workers: int
+    budget: MemoryBudget | None = None
+    spooled_bytes: int = 0
 
     @property
     def has_warnings(self) -> bool:
@@ -72,36 +91,149 @@ def _utc_now() -> str:
 
 
 def _deflatable(outcome: FileOutcome) -> bool:
-    if outcome.action != "kept" or (outcome.reason or "").startswith("already compressed"):
+    if outcome.action != "kept" or (outcome.reason or "").startswith("already"):
         return False
     return not outcome.path.lower().endswith(_INCOMPRESSIBLE)
 
 
-def _read_ahead(source: StudySource, objects: list[StudyObject], window: int, timings: dict[str, float]) -> Iterator[tuple[str, bytes]]:
-    """Objects' bytes in order, with up to ``window`` reads in flight on threads."""
+def _is_deflated(data: bytes) -> bool:
+    """The file meta names the Deflated transfer syntax (a cheap look at the first bytes: such a
+    file must be inflated as a stream, never whole, however small it is)."""
+    at = data.find(b"\x02\x00\x10\x00UI", 132, 132 + 4096)
+    if at < 0:
+        return False
+    length = int.from_bytes(data[at + 6 : at + 8], "little")
+    return data[at + 8 : at + 8 + length].rstrip(b"\x00 ") == DEFLATED.encode()
 
-    def read(obj: StudyObject) -> bytes:
+
+class _ReadAhead:
+    """Small objects' bytes, read on threads ahead of need while the bytes read and not yet
+    taken stay under ``max_bytes``."""
+
+    def __init__(self, source: StudySource, objects: list[StudyObject], max_bytes: int, timings: dict[str, float]) -> None:
+        self.source, self.max_bytes, self.timings = source, max_bytes, timings
+        self.queue = deque(objects)
+        self.reads: dict[int, Future[bytes]] = {}
+        self.held = 0
+        self.pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="read")
+
+    def _read(self, obj: StudyObject) -> bytes:
         t = time.perf_counter()
-        data = source.read(obj)
-        timings["read"] += time.perf_counter() - t
+        data = self.source.read(obj)
+        self.timings["read"] += time.perf_counter() - t
         return data
 
-    if not objects:
-        return
-    with ThreadPoolExecutor(max_workers=min(READ_THREADS, window), thread_name_prefix="read") as pool:
-        queue: list[tuple[StudyObject, Future[bytes]]] = []
-        it = iter(objects)
-        for obj in it:
-            queue.append((obj, pool.submit(read, obj)))
-            if len(queue) >= window:
-                break
-        while queue:
-            obj, fut = queue.pop(0)
-            data = fut.result()
-            nxt = next(it, None)
-            if nxt is not None:
-                queue.append((nxt, pool.submit(read, nxt)))
-            yield obj.path, data
+    def _fill(self) -> None:
+        while self.queue and (not self.reads or self.held + self.queue[0].size <= self.max_bytes) and len(self.reads) < 2 * READ_THREADS:
+            obj = self.queue.popleft()
+            self.reads[id(obj)] = self.pool.submit(self._read, obj)
+            self.held += obj.size
+
+    def take(self, obj: StudyObject) -> bytes:
+        self._fill()
+        data = self.reads.pop(id(obj)).result()
+        self.held -= obj.size
+        self._fill()
+        return data
+
+    def close(self) -> None:
+        for fut in self.reads.values():
+            fut.cancel()
+        self.pool.shutdown(wait=True)
+
+
+def _items(study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float]) -> Iterator[Item]:
+    """The study as work, in ZIP order: small objects whole, the others header + frames."""
+    small = [o for o in study.objects if o.size <= budget.stream_threshold]
+    reads = _ReadAhead(study.source, small, budget.in_flight // 2, timings)
+    try:
+        for obj in study.objects:
+            if obj.size <= budget.stream_threshold:
+                data = reads.take(obj)
+                if not _is_deflated(data):
+                    yield FileTask(obj, data)
+                    continue
+                reader = ObjectReader(BytesIO(data))
+            else:
+                reader = study.source.open(obj)
+            with reader:
+                yield from stream_object(obj, reader, codec)
+    finally:
+        reads.close()
+
+
+class _Archiver:
+    """The consumer side: results in order into the ZIP, one outcome per object."""
+
+    def __init__(self, study: Study, writer: ZipStreamWriter, settings: CompressionSettings, codec: FrameCodec,
+                 budget: MemoryBudget, timings: dict[str, float]) -> None:
+        self.study, self.writer, self.settings, self.codec = study, writer, settings, codec
+        self.budget, self.timings = budget, timings
+        self.assembly: Assembly | None = None
+        self.spooled = 0
+
+    def take(self, result: object) -> FileOutcome | None:
+        """Handle one result; the object's outcome once it is complete in the ZIP."""
+        if isinstance(result, FileOutcome):
+            return self._whole(result)
+        if isinstance(result, FrameResult):
+            assert self.assembly is not None
+            self.assembly.add(result)
+            self.timings["encode"] += result.seconds[0]
+            self.timings["verify"] += result.seconds[1]
+            return None
+        if isinstance(result, Begin):
+            self.assembly = Assembly(result, self.codec, self.settings, self.budget.spool_memory)
+            return None
+        if isinstance(result, End):
+            return self._assembled(result)
+        assert isinstance(result, KeepWhole)
+        return self._keep(result.obj, result.reason, result.warning, transfer_syntax=result.transfer_syntax,
+                          sop_uid=result.sop_instance_uid, refs=result.directory_refs)
+
+    def _whole(self, outcome: FileOutcome) -> FileOutcome:
+        obj = self._object(outcome.path)
+        t = time.perf_counter()
+        self.writer.add_bytes(obj.entry_name, outcome.data or b"", deflate=_deflatable(outcome))
+        self.timings["write"] += time.perf_counter() - t
+        outcome.bytes_out = len(outcome.data or b"")
+        outcome.data = None  # the ZIP has it; do not hold the study in memory
+        for key in ("encode", "verify"):
+            self.timings[key] += outcome.seconds.get(key, 0.0)
+        outcome.entry_name = obj.entry_name
+        return outcome
+
+    def _assembled(self, end: End) -> FileOutcome:
+        assembly, self.assembly = self.assembly, None
+        assert assembly is not None
+        try:
+            outcome = assembly.finish(end, self.writer, end.obj.entry_name)
+            if outcome is None:
+                ts = assembly.begin.header.transfer_syntax
+                uid = str(assembly.begin.header.ds.get("SOPInstanceUID", "")) or None
+                return self._keep(end.obj, assembly.failure or "", True, transfer_syntax=ts, sop_uid=uid)
+            self.spooled += outcome.spooled_bytes
+            self.timings["write"] += outcome.seconds.get("write", 0.0)
+            outcome.entry_name = end.obj.entry_name
+            return outcome
+        finally:
+            assembly.close()
+
+    def _keep(self, obj: StudyObject, reason: str, warning: bool, *, transfer_syntax: str | None = None,
+              sop_uid: str | None = None, refs: list[tuple[str, str | None, str | None]] | None = None) -> FileOutcome:
+        """Stream the original into the ZIP, one chunk at a time; large or compressed data
+        without compression work (deflate's stored blocks), since deflate would not pay."""
+        t = time.perf_counter()
+        heavy = obj.size > LARGE_KEPT or reason.startswith("already") or obj.path.lower().endswith(_INCOMPRESSIBLE)
+        info = self.writer.add_stream(obj.entry_name, self.study.source.iter_chunks(obj), level=0 if heavy else 6)
+        self.timings["write"] += time.perf_counter() - t
+        return FileOutcome(path=obj.path, action="kept", bytes_in=info.file_size, bytes_out=info.file_size,
+                           reason=reason, warning=warning, transfer_syntax_in=transfer_syntax,
+                           transfer_syntax_out=transfer_syntax, sop_instance_uid_in=sop_uid, directory_refs=refs,
+                           entry_name=obj.entry_name)
+
+    def _object(self, path: str) -> StudyObject:
+        return self.study.by_path[path]
 
 
 def compress_study(
@@ -110,7 +242,7 @@ def compress_study(
     settings: CompressionSettings,
     *,
     workers: int | None = None,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    budget: MemoryBudget | None = None,
     progress: Progress | None = None,
 ) -> StudyRun:
     """Write the study's ZIP to ``sink`` and return what happened to every object."""
@@ -118,37 +250,30 @@ def compress_study(
     t0 = time.perf_counter()
     bound_allocator()  # before the workers fork and the read threads start: they inherit it
     workers = workers or available_cpus()
+    budget = budget or MemoryBudget.for_host(workers, in_flight=budget_override())
     timings = {"read": 0.0, "encode": 0.0, "verify": 0.0, "write": 0.0}
-    small = [o for o in study.objects if o.size <= max_file_bytes]
-    # Worker processes are forked inside process_files before the read threads start.
-    results = process_files(_LazyReads(study.source, small, workers * 3 + 2, timings), settings, workers)
+    codec = codec_for(settings)
+    # Worker processes are forked inside process_items before the read threads start.
+    results = process_items(_LazyItems(study, budget, codec, timings), settings, workers, budget.in_flight)
     writer = ZipStreamWriter(sink)
+    archiver = _Archiver(study, writer, settings, codec, budget, timings)
     outcomes: list[FileOutcome] = []
     total = len(study.objects)
-    for done, obj in enumerate(study.objects, 1):
-        if obj.size > max_file_bytes:
-            t = time.perf_counter()
-            info = writer.add_stream(obj.entry_name, study.source.iter_chunks(obj))
-            timings["write"] += time.perf_counter() - t
-            outcome = FileOutcome(
-                path=obj.path,
-                action="kept",
-                bytes_in=info.file_size,
-                reason=f"larger than the per-file limit of {max_file_bytes:,} bytes: kept as-is, streamed",
-            )
-        else:
-            outcome = next(results)
-            t = time.perf_counter()
-            writer.add_bytes(obj.entry_name, outcome.data or b"", deflate=_deflatable(outcome))
-            timings["write"] += time.perf_counter() - t
-            outcome.bytes_out = len(outcome.data or b"")
-            outcome.data = None  # the ZIP has it; do not hold the study in memory
-            for key in ("encode", "verify"):
-                timings[key] += outcome.seconds.get(key, 0.0)
-        outcome.entry_name = obj.entry_name
-        outcomes.append(outcome)
-        if progress:
-            progress(done, total)
+    try:
+        for result in results:
+            outcome = archiver.take(result)
+            if outcome is not None:
+                outcomes.append(outcome)
+            # Also after each frame of a streamed object: the heartbeat (lock refresh, record,
+            # deadline) must not wait for a 2,000-frame object to finish.
+            if progress and (outcome is not None or isinstance(result, FrameResult)):
+                progress(len(outcomes), total)
+    finally:
+        if archiver.assembly is not None:
+            archiver.assembly.close()
+        close = getattr(results, "close", None)
+        if close:
+            close()
     archive = writer.close()
     timings["total"] = time.perf_counter() - t0
     return StudyRun(
@@ -161,14 +286,16 @@ def compress_study(
         started_at=started,
         finished_at=_utc_now(),
         workers=workers,
+        budget=budget,
+        spooled_bytes=archiver.spooled,
     )
 
 
-class _LazyReads:
+class _LazyItems:
     """Starts the read-ahead threads only when first iterated (after the workers have forked)."""
 
-    def __init__(self, source: StudySource, objects: list[StudyObject], window: int, timings: dict[str, float]) -> None:
-        self.args = (source, objects, window, timings)
+    def __init__(self, study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float]) -> None:
+        self.args = (study, budget, codec, timings)
 
-    def __iter__(self) -> Iterator[tuple[str, bytes]]:
-        return _read_ahead(*self.args)
+    def __iter__(self) -> Iterator[Item]:
+        return _items(*self.args)

@@ -248,7 +248,7 @@ def _heartbeat(s3: Any, job: StudyJob, started: str, deadline: Callable[[], int]
                 f"{sum(o.size for o in job.study.objects):,} bytes ({done} done when time ran out)",
             )
         now = time.monotonic()
-        if now - last[0] >= HEARTBEAT_SECONDS or done == 0:
+        if now - last[0] >= HEARTBEAT_SECONDS or not last[0]:  # called per frame too: rate-limited
             last[0] = now
             put_json(s3, job.cfg.target_bucket, job.record_key, _processing_record(job, started, done, total))
             s3.put_object(Bucket=job.cfg.target_bucket, Key=job.lock_key, Body=_lock_body(job))  # still alive

@@ -446,56 +446,6 @@ def test_empty_truncated_and_non_dicom_files_are_kept_byte_for_byte(fixture_stud
     assert all(files[p]["action"] == "compressed" for p in FIXTURE_ORDER if p.startswith("CT"))
 
 
-class _RecordingSource(LocalStudySource):
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.read_whole: list[str] = []
-        self.streamed: list[str] = []
-
-    def read(self, obj):
-        self.read_whole.append(obj.path)
-        return super().read(obj)
-
-    def iter_chunks(self, obj, chunk_size=64 * 1024):
-        self.streamed.append(obj.path)
-        return super().iter_chunks(obj, chunk_size)
-
-
-def test_files_over_the_limit_are_streamed_as_is(fixture_study, tmp_path):
-    study_dir = copy_fixture(fixture_study, tmp_path / "study")
-    limit = 100_000
-    source = _RecordingSource(study_dir)
-    zip_path = tmp_path / "big.zip"
-    with open(zip_path, "wb") as fh:
-        run = compress_study(Study.from_source(source), fh, LOSSLESS, workers=2, max_file_bytes=limit)
-    big = [p for p in FIXTURE_ORDER if (study_dir / p).stat().st_size > limit]
-    small = [p for p in FIXTURE_ORDER if p not in big]
-    assert big and small
-    # Over the limit: never read whole, only streamed, kept with a reason.
-    assert sorted(source.streamed) == sorted(big)
-    assert not set(source.read_whole) & set(big)
-    outcomes = {o.path: o for o in run.outcomes}
-    for p in big:
-        assert outcomes[p].action == "kept" and outcomes[p].reason, p
-        assert not outcomes[p].warning
-    assert outcomes["report/test-SR.dcm"].reason != outcomes[big[0]].reason
-    with zipfile.ZipFile(zip_path) as zf:
-        assert zf.testzip() is None
-        assert zf.namelist() == FIXTURE_ORDER
-        for p in FIXTURE_ORDER:
-            assert zf.read(p) == (study_dir / p).read_bytes(), p
-    assert run.archive.size == zip_path.stat().st_size
-    assert run.archive.sha256 == hashlib.sha256(zip_path.read_bytes()).hexdigest()
-
-
-def test_over_the_limit_reason_states_the_real_limit(fixture_study, tmp_path):
-    run = compress_study(
-        Study.from_source(LocalStudySource(fixture_study)), io.BytesIO(), LOSSLESS, workers=1, max_file_bytes=100_000
-    )
-    reason = run.outcomes[0].reason or ""
-    assert not re.search(r"\b0 (MiB|KiB|MB|kB|B|bytes)\b", reason), reason
-
-
 def test_verify_off_records_skipped_and_output_is_still_valid(fixture_study, tmp_path):
     settings = CompressionSettings(mode="lossless", verify=False)
     zip_path, record = _local(fixture_study, tmp_path, settings)

@@ -137,7 +137,30 @@ class ZipStreamWriter:
             self._write(payload)
         return self._record(name, encoded, version, flags, method, crc, csize, size, offset)
 
-    def add_stream(self, name: str, chunks: Iterable[bytes], *, deflate: bool = True) -> ZipEntryInfo:
+    def add_sized(self, name: str, chunks: Iterable[bytes | memoryview], *, size: int, crc32: int) -> ZipEntryInfo:
+        """Add a STORED entry whose size and CRC the caller already knows (an object assembled
+        from a spool it can read twice), holding one chunk at a time: like ``add_bytes``, the
+        local header carries them, so streaming readers can extract it. The chunks must add up
+        to exactly ``size`` bytes with ``crc32``, or the writer fails (the archive would lie)."""
+        encoded, flags = self._claim(name)
+        offset = self._written
+        big = size >= _U32
+        extra = struct.pack("<HHQQ", 1, 16, size, size) if big else b""
+        version = _V45 if big or offset >= _U32 else _V20
+        crc = written = 0
+        with self._guard():
+            self._write(_LOCAL.pack(0x04034B50, version, flags, _STORED, _DOS_TIME, _DOS_DATE,
+                                    crc32, min(size, _U32), min(size, _U32), len(encoded),
+                                    len(extra)) + encoded + extra)
+            for chunk in chunks:
+                crc, written = zlib.crc32(chunk, crc), written + len(chunk)
+                self._write(chunk)
+            if (written, crc) != (size, crc32):
+                raise ValueError(f"entry {name!r}: the chunks gave {written} bytes with CRC {crc:08x}, "
+                                 f"not the {size} bytes with CRC {crc32:08x} announced")
+        return self._record(name, encoded, version, flags, _STORED, crc32, size, size, offset)
+
+    def add_stream(self, name: str, chunks: Iterable[bytes], *, deflate: bool = True, level: int = _LEVEL) -> ZipEntryInfo:
         """Add an entry of unknown size, holding one chunk at a time.
 
         The local header has flag bit 3 and a ZIP64 extra with zero sizes (the
@@ -147,7 +170,8 @@ class ZipStreamWriter:
         data itself, but STORED data has no end marker and its size is only in
         the descriptor after it; Java's ZipInputStream rejects such entries and
         other streaming readers guess by scanning for the descriptor signature,
-        which the data itself may contain.
+        which the data itself may contain. ``level=0`` writes deflate's stored blocks: no
+        compression work at all, for large data that deflate would not shrink.
         """
         if not deflate:
             raise ValueError("add_stream requires deflate: STORED entries with a data "
@@ -160,7 +184,7 @@ class ZipStreamWriter:
             self._write(_LOCAL.pack(0x04034B50, _V45, flags, _DEFLATED, _DOS_TIME, _DOS_DATE,
                                     0, 0, 0, len(encoded), 20)
                         + encoded + struct.pack("<HHQQ", 1, 16, 0, 0))
-            packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS)
+            packer = zlib.compressobj(level, zlib.DEFLATED, _WBITS)
             for chunk in chunks:
                 crc, size = zlib.crc32(chunk, crc), size + len(chunk)
                 out = packer.compress(chunk)

@@ -59,6 +59,37 @@ def has_unknown_vr(ds: Dataset) -> bool:
     return any(elem.VR == "UN" for elem in ds.iterall())
 
 
+def edit_for_output(
+    ds: FileDataset, codec: FrameCodec, *, photometric: str, ratio: float, settings_fingerprint: str, source_id: str
+) -> set[int]:
+    """Set what re-encoding changes (REFERENCE.md section 2) on ``ds``, Pixel Data aside; return
+    the tags set. ``source_id`` stands in for a missing SOP Instance UID when deriving the new one."""
+    changed: set[int] = set()
+    ds.file_meta.TransferSyntaxUID = codec.transfer_syntax
+    if photometric != ds.PhotometricInterpretation:
+        ds.PhotometricInterpretation = photometric
+        changed.add(0x00280004)
+    if int(ds.get("SamplesPerPixel", 1)) > 1:
+        ds.PlanarConfiguration = 0
+        changed.add(0x00280006)
+    if codec.lossy:
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionRatio = _as_list(ds.get("LossyImageCompressionRatio")) + [_format_ds(ratio)]
+        ds.LossyImageCompressionMethod = _as_list(ds.get("LossyImageCompressionMethod")) + [codec.method]
+        changed |= {0x00282110, 0x00282112, 0x00282114}
+        image_type = _as_list(ds.get("ImageType"))
+        if image_type:
+            image_type[0] = "DERIVED"
+            ds.ImageType = image_type if len(image_type) > 1 else image_type[0]
+            changed.add(0x00080008)
+        old_uid = str(ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
+        new_uid = derived_uid(old_uid or source_id, settings_fingerprint)
+        ds.SOPInstanceUID = new_uid
+        ds.file_meta.MediaStorageSOPInstanceUID = new_uid
+        changed.add(0x00080018)
+    return changed
+
+
 def write_encapsulated(
     ds: FileDataset,
     frames: list[bytes],
@@ -83,32 +114,9 @@ def write_encapsulated(
     elem = ds["PixelData"]
     elem.VR = "OB"
     elem.is_undefined_length = True
-    ds.file_meta.TransferSyntaxUID = codec.transfer_syntax
-
-    if photometric != ds.PhotometricInterpretation:
-        ds.PhotometricInterpretation = photometric
-        changed.add(0x00280004)
-    if int(ds.get("SamplesPerPixel", 1)) > 1:
-        ds.PlanarConfiguration = 0
-        changed.add(0x00280006)
-
-    if codec.lossy:
-        ds.LossyImageCompression = "01"
-        ds.LossyImageCompressionRatio = _as_list(ds.get("LossyImageCompressionRatio")) + [_format_ds(ratio)]
-        ds.LossyImageCompressionMethod = _as_list(ds.get("LossyImageCompressionMethod")) + [codec.method]
-        changed |= {0x00282110, 0x00282112, 0x00282114}
-        image_type = _as_list(ds.get("ImageType"))
-        if image_type:
-            image_type[0] = "DERIVED"
-            ds.ImageType = image_type if len(image_type) > 1 else image_type[0]
-            changed.add(0x00080008)
-        # Without a UID to derive from, the source bytes stand in, so distinct files never collide.
-        old_uid = str(ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
-        new_uid = derived_uid(old_uid or f"sha256:{hashlib.sha256(source).hexdigest()}", settings_fingerprint)
-        ds.SOPInstanceUID = new_uid
-        ds.file_meta.MediaStorageSOPInstanceUID = new_uid
-        changed.add(0x00080018)
-
+    # Without a UID to derive from, the source bytes stand in, so distinct files never collide.
+    changed |= edit_for_output(ds, codec, photometric=photometric, ratio=ratio, settings_fingerprint=settings_fingerprint,
+                               source_id=f"sha256:{hashlib.sha256(source).hexdigest()}")
     if not extended:
         spliced = splice_part10(ds, source, source_syntax, changed)
         if spliced is not None:

@@ -32,6 +32,11 @@ class FileOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
     bytes_out: int | None = None
     entry_name: str | None = None
+    #: Read as header + frames by the parent (not whole by one encoder); not in the record, which
+    #: must not depend on the memory budget that decided it.
+    streamed: bool = field(default=False, repr=False)
+    #: Bytes of compressed frames that waited in a temporary file (a streamed object's spool).
+    spooled_bytes: int = field(default=0, repr=False)
 
     @property
     def pixel_ratio(self) -> float | None:

@@ -10,14 +10,14 @@ import time
 import warnings
 from io import BytesIO
 
-from pipeline.codec import CodecLimit, FrameCodec, FrameSpec, codec_for
+from pipeline.codec import FrameCodec, codec_for
 from pipeline.config import CompressionSettings
+from pipeline.files.decide import Keep, decide, is_dicomdir, pixel_data_size_error
 from pipeline.files.errors import describe_error
+from pipeline.files.frames import FrameError, FrameLayout, FrameResult, FrameStats, encode_frame
 from pipeline.files.outcome import FileOutcome
-from pipeline.files.verify import VerificationFailed, compare, decode_part10
+from pipeline.files.verify import VerificationFailed, summarise
 
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-_FLOAT_PIXELS = (0x7FE00008, 0x7FE00009)
 # (7FE0,0010) as it starts in little-endian bytes (explicit OB/OW, or implicit undefined length):
 # seen in a file whose parsed dataset has no Pixel Data, it means the parser stopped early.
 _PIXEL_DATA_HEADS = (b"\xe0\x7f\x10\x00OB", b"\xe0\x7f\x10\x00OW", b"\xe0\x7f\x10\x00\xff\xff\xff\xff")
@@ -34,19 +34,6 @@ def _kept(path: str, data: bytes, reason: str, *, warning: bool = False, **extra
 def is_part10(data: bytes) -> bool:
     """A DICOM Part 10 file: 128-byte preamble then ``DICM``."""
     return len(data) >= 132 and data[128:132] == b"DICM"
-
-
-def frame_spec(ds: object) -> FrameSpec:
-    """Image attributes of ``ds`` (a pydicom Dataset); raises KeyError/ValueError when absent."""
-    return FrameSpec(
-        rows=int(ds.Rows),  # type: ignore[attr-defined]
-        columns=int(ds.Columns),  # type: ignore[attr-defined]
-        samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),  # type: ignore[attr-defined]
-        bits_allocated=int(ds.BitsAllocated),  # type: ignore[attr-defined]
-        bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),  # type: ignore[attr-defined]
-        signed=int(ds.get("PixelRepresentation", 0)) == 1,  # type: ignore[attr-defined]
-        photometric=str(ds.PhotometricInterpretation).strip(),  # type: ignore[attr-defined]
-    )
 
 
 def truncated_element(ds: object) -> str | None:
@@ -94,7 +81,6 @@ def process_file(
 
 def _process(path: str, data: bytes, settings: CompressionSettings, codec: FrameCodec) -> FileOutcome:
     from pydicom import dcmread
-    from pydicom.pixels import pixel_array
 
     if not data:
         return _kept(path, data, "empty file")
@@ -107,7 +93,6 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
         ds = dcmread(BytesIO(data))
         ts_in = str(ds.file_meta.get("TransferSyntaxUID", "")) or None
         sop_uid = str(ds.get("SOPInstanceUID", "")) or None
-        sop_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "")) or None
     except Exception as exc:  # pydicom raises many types for broken files
         return _kept(path, data, f"unreadable DICOM: {describe_error(exc)}", warning=True)
     base = {"transfer_syntax_in": ts_in, "transfer_syntax_out": ts_in, "sop_instance_uid_in": sop_uid}
@@ -116,34 +101,17 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
         return _kept(path, data, f"truncated DICOM: element {cut} ends before its declared length", warning=True, **base)
     if ts_in is None:
         return _kept(path, data, "malformed DICOM: no Transfer Syntax UID in the file meta", warning=True, **base)
-    from pydicom.uid import UID
-
-    if sop_class == DICOMDIR_SOP_CLASS:
+    if is_dicomdir(ds):
         try:
             refs = directory_refs(ds)
         except Exception as exc:
             return _kept(path, data, f"DICOMDIR could not be read: {describe_error(exc)}", warning=True, **base)
         return _kept(path, data, "DICOM directory (no pixel data)", directory_refs=refs, **base)
-    if "PixelData" not in ds:
-        if any(head in data for head in _PIXEL_DATA_HEADS):
-            return _kept(path, data, "malformed DICOM: its Pixel Data element could not be parsed", warning=True, **base)
-        if any(tag in ds for tag in _FLOAT_PIXELS):
-            return _kept(path, data, "float pixel data: no JPEG 2000 transfer syntax holds it", **base)
-        if sop_class and "Image Storage" in UID(sop_class).name:
-            return _kept(path, data, "image object without Pixel Data (header only, or truncated)", warning=True, **base)
-        return _kept(path, data, "no pixel data", **base)
-    if not UID(ts_in).is_transfer_syntax:  # .is_compressed would raise
-        return _kept(path, data, "malformed DICOM: its Transfer Syntax UID is not a known transfer syntax", warning=True, **base)
-    if UID(ts_in).is_compressed:
-        return _kept(path, data, f"already compressed ({UID(ts_in).name})", **base)
-
-    try:
-        spec = frame_spec(ds)
-        codec.check(spec)
-    except CodecLimit as exc:
-        return _kept(path, data, f"not re-encoded: {exc}", **base)
-    except Exception as exc:
-        return _kept(path, data, f"image attributes unusable: {describe_error(exc)}", warning=True, **base)
+    if "PixelData" not in ds and any(head in data for head in _PIXEL_DATA_HEADS):
+        return _kept(path, data, "malformed DICOM: its Pixel Data element could not be parsed", warning=True, **base)
+    decision = decide(ds, codec, transfer_syntax=ts_in, pixel_data="PixelData" in ds)
+    if isinstance(decision, Keep):
+        return _kept(path, data, decision.reason, warning=decision.warning, **base)
 
     from pipeline.files.dataset import has_unknown_vr, swap_big_endian_words, write_encapsulated
 
@@ -155,23 +123,32 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
         except Exception as exc:
             return _kept(path, data, f"malformed DICOM: an element could not be read: {describe_error(exc)}", warning=True, **base)
 
+    layout, nframes = decision.layout, decision.frames
     try:
-        source = pixel_array(ds, as_rgb=False)
+        stored = stored_frames(ds, layout, nframes)
+    except FrameError as exc:
+        return _kept(path, data, str(exc), warning=True, **base)
     except Exception as exc:
         return _kept(path, data, f"pixel data unreadable: {describe_error(exc)}", warning=True, **base)
-    frames_arr = source if int(ds.get("NumberOfFrames", 1) or 1) > 1 else source[None]
     timings["read"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
+    results = []
+    for index, frame in enumerate(stored):
+        result = encode_frame(index, frame, layout, codec, verify=settings.verify)
+        if result.failed:
+            return _kept(path, data, result.reason(nframes), warning=True, **base)
+        results.append(result)
+    del stored
+    codestreams = [r.codestream for r in results]
+    pixel_in = layout.frame_bytes * nframes
+    pixel_out = sum(len(c) for c in codestreams)
     try:
-        frames = [codec.encode(frame, spec) for frame in frames_arr]
-        pixel_in = frames_arr.size * (spec.bits_allocated // 8)
-        pixel_out = sum(len(f) for f in frames)
         out = write_encapsulated(
             ds,
-            frames,
+            codestreams,
             codec,
-            photometric=codec.output_photometric(spec),
+            photometric=codec.output_photometric(layout.spec),
             ratio=pixel_in / pixel_out,
             settings_fingerprint=settings.fingerprint(),
             source=data,
@@ -180,11 +157,12 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
         return _kept(path, data, f"encoding failed: {describe_error(exc)}", warning=True, **base)
     timings["encode"] = time.perf_counter() - t1
 
-    verification = {"status": "skipped"}
+    verification: dict[str, object] = {"status": "skipped"}
     if settings.verify:
         t2 = time.perf_counter()
         try:
-            verification = compare(source, decode_part10(out, codec), bits_stored=spec.bits_stored, lossless=not codec.lossy)
+            check_container(out, codestreams, layout)
+            verification = summarise(sum_stats(results), bits_stored=layout.bits_stored, lossless=not codec.lossy)
         except VerificationFailed as exc:
             return _kept(path, data, f"verification failed, original kept: {exc}", warning=True, **base)
         except Exception as exc:
@@ -201,9 +179,57 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
         transfer_syntax_out=codec.transfer_syntax,
         sop_instance_uid_in=sop_uid,
         sop_instance_uid_out=str(ds.SOPInstanceUID) if "SOPInstanceUID" in ds else None,
-        frames=len(frames),
+        frames=nframes,
         pixel_bytes_in=pixel_in,
         pixel_bytes_out=pixel_out,
         verification=verification,
         seconds=timings,
     )
+
+
+def stored_frames(ds: object, layout: FrameLayout, frames: int) -> list[memoryview] | list[bytes]:
+    """Each frame's stored bytes, without copying native pixel data."""
+    from pydicom.encaps import generate_frames
+
+    value = ds.PixelData  # type: ignore[attr-defined]
+    if not layout.encapsulated:
+        error = pixel_data_size_error(layout, frames, len(value))
+        if error:
+            raise FrameError(error)
+        view, size = memoryview(value), layout.frame_bytes
+        return [view[i * size : (i + 1) * size] for i in range(frames)]
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:  # type: ignore[operator]
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)  # type: ignore[attr-defined]
+    found = list(generate_frames(value, number_of_frames=frames, extended_offsets=extended))
+    if len(found) < frames:
+        raise FrameError(f"malformed DICOM: {len(found)} encapsulated frame(s), Number of Frames says {frames}")
+    return found[:frames]
+
+
+def sum_stats(results: list[FrameResult]) -> FrameStats:
+    total = FrameStats()
+    for r in results:
+        if r.stats is not None:
+            total.add(r.stats)
+    return total
+
+
+def check_container(out: bytes, codestreams: list[bytes], layout: FrameLayout) -> None:
+    """Read the written file back from its bytes: its header describes the image we encoded and
+    its encapsulated frames are exactly the codestreams that were decoded and compared."""
+    from pydicom import dcmread
+    from pydicom.encaps import generate_frames
+
+    ds = dcmread(BytesIO(out))
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    if (int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) != (layout.rows, layout.columns, layout.samples_per_pixel):
+        raise VerificationFailed("the written header does not describe the encoded image")
+    found = list(generate_frames(ds.PixelData, number_of_frames=nframes,
+                                 extended_offsets=(ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+                                 if "ExtendedOffsetTable" in ds else None))
+    if len(found) != nframes or nframes != len(codestreams):
+        raise VerificationFailed(f"{len(found)} encapsulated frames, Number of Frames says {nframes}")
+    for written, encoded in zip(found, codestreams):
+        if written[: len(encoded)] != encoded or len(written) - len(encoded) not in (0, 1):
+            raise VerificationFailed("an encapsulated frame differs from the verified codestream")

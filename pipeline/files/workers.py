@@ -1,4 +1,4 @@
-"""Run :func:`process_file` in worker processes over ``Pipe``s.
+"""Run tasks (whole small files, or frames of streamed objects) in encoder processes over ``Pipe``s.
 
 Why processes and pipes: pylibjpeg-openjpeg holds the GIL and crashes under threads, and
 Lambda has no /dev/shm, so ``multiprocessing.Pool``/``Queue`` fail there while ``Process`` +
@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
-import os
 import queue
 import threading
 from collections import deque
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from typing import Iterable, Iterator
 
 from pipeline.allocator import encoder_allocator
+from pipeline.host import available_cpus, cgroup_cpu_quota  # noqa: F401  (re-exported: the pool sizes itself by them)
+from pipeline.codec.base import FrameCodec
 from pipeline.config import CompressionSettings
+from pipeline.files.frames import FrameResult, encode_frame
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.process import load_libraries, process_file
+from pipeline.files.stream import FileTask, FrameTask, Item
 
-Job = tuple[str, bytes]
+Task = FileTask | FrameTask
+Result = FileOutcome | FrameResult | Item
 
 #: Jobs queued per worker beyond the one it is encoding: keeps the worker busy, memory flat.
 _DEPTH = 2
@@ -30,68 +35,11 @@ _DEPTH = 2
 JOB_PIPE_BYTES = 1024 * 1024
 
 
-def available_cpus(env: dict[str, str] | None = None, cgroup_root: str = "/sys/fs/cgroup",
-                   cgroup_membership: str = "/proc/self/cgroup") -> int:
-    """CPUs this process may really use: Lambda's share from its memory size; elsewhere the
-    affinity mask, lowered to a container's CPU quota (a 2-CPU container on a 64-core host
-    must not start 64 encoders that then take turns)."""
-    env = dict(os.environ) if env is None else env
-    memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-    if memory and memory.isdigit():
-        return max(1, min(6, int(memory) // 1769))  # 1,769 MB = 1 vCPU; 10,240 MB = 6
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    quota = cgroup_cpu_quota(cgroup_root, cgroup_membership)
-    if quota is not None:
-        cpus = min(cpus, int(quota))  # whole CPUs: a 1.5-CPU quota runs 1 encoder beside the parent
-    return max(1, cpus)
-
-
-def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> float | None:
-    """The tightest CPU quota on this process, in CPUs: cgroup v2 ``cpu.max`` or v1
-    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, read in this process's own cgroup and every
-    ancestor (a container sees its cgroup at ``root``; a systemd service with ``CPUQuota=`` sits
-    below it; a parent's limit binds its children). ``None``: no limit found."""
-    v2, v1 = "/", "/"
-    try:
-        with open(membership) as fh:
-            for line in fh:
-                hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
-                if hierarchy == "0" and not controllers:
-                    v2 = path
-                elif "cpu" in controllers.split(","):
-                    v1 = path
-    except (OSError, ValueError):
-        pass
-    found = [_v2_quota(folder) for folder in _ancestors(root, v2)]
-    found += [_v1_quota(folder) for mount in ("cpu", "cpu,cpuacct") for folder in _ancestors(f"{root}/{mount}", v1)]
-    limits = [q for q in found if q is not None]
-    return min(limits) if limits else None
-
-
-def _ancestors(base: str, path: str) -> list[str]:
-    parts = [p for p in path.split("/") if p and p not in (".", "..")]
-    return ["/".join([base, *parts[:n]]) for n in range(len(parts), -1, -1)]
-
-
-def _v2_quota(folder: str) -> float | None:
-    try:
-        with open(f"{folder}/cpu.max") as fh:
-            quota, period = fh.read().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        return None
-
-
-def _v1_quota(folder: str) -> float | None:
-    try:
-        with open(f"{folder}/cpu.cfs_quota_us") as q, open(f"{folder}/cpu.cfs_period_us") as pr:
-            quota_us, period_us = int(q.read()), int(pr.read())
-    except (OSError, ValueError):
-        return None
-    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+def run_task(task: FileTask | FrameTask, settings: CompressionSettings, codec: FrameCodec) -> FileOutcome | FrameResult:
+    """What an encoder does with one task: a whole small file, or one frame of a streamed object."""
+    if isinstance(task, FrameTask):
+        return encode_frame(task.index, task.data, task.layout, codec, verify=settings.verify)
+    return process_file(task.obj.path, task.data, settings, codec)
 
 
 def _serve(jobs: Connection, results: Connection, settings: CompressionSettings, inherited: tuple[Connection, ...] = ()) -> None:
@@ -108,14 +56,15 @@ def _serve(jobs: Connection, results: Connection, settings: CompressionSettings,
             job = jobs.recv()
             if job is None:
                 return
-            seq, path = job
-            data = jobs.recv_bytes()  # the file's bytes follow unpickled (see _Worker._send_loop)
+            seq, task = job
+            task.data = jobs.recv_bytes()  # the bytes follow unpickled (see _Worker._send_loop)
         except (EOFError, OSError):
             return
         try:
-            results.send((seq, process_file(path, data, settings, codec)))
+            results.send((seq, run_task(task, settings, codec)))
         except OSError:  # the parent is gone
             return
+        del task, job
 
 
 def _widen(conn: Connection, size: int = JOB_PIPE_BYTES) -> None:
@@ -147,23 +96,23 @@ class _Worker:
         self.proc.start()
         job_out.close()
         result_in.close()
-        self.in_flight: dict[int, Job] = {}
-        self._outbox: queue.SimpleQueue[tuple[int, str, bytes] | None] = queue.SimpleQueue()
+        self.in_flight: dict[int, Task] = {}
+        self._outbox: queue.SimpleQueue[tuple[int, Task] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_loop, name="encoder-feed", daemon=True)
         self._sender.start()
 
     def _send_loop(self) -> None:
-        # A job is two messages: (seq, path) pickled, then the file's bytes as they are. Pickling
-        # them would copy every file once more on each side of the pipe.
+        # A job is two messages: (seq, task without its bytes) pickled, then the bytes as they
+        # are. Pickling them would copy every file or frame once more on each side of the pipe.
         while True:
             item = self._outbox.get()
             try:
                 if item is None:
                     self.jobs.send(None)
                     return
-                seq, path, data = item
-                self.jobs.send((seq, path))
-                self.jobs.send_bytes(data)
+                seq, task = item
+                self.jobs.send((seq, replace(task, data=b"")))
+                self.jobs.send_bytes(task.data)
             except (OSError, ValueError):  # the worker died; _collect notices on recv
                 return
 
@@ -176,38 +125,58 @@ class _Worker:
         for end in self.ends:
             end.close()
 
-    def submit(self, seq: int, path: str, data: bytes) -> None:
-        self.in_flight[seq] = (path, data)
-        self._outbox.put((seq, path, data))
+    def submit(self, seq: int, task: Task) -> None:
+        self.in_flight[seq] = task
+        self._outbox.put((seq, task))
 
     def stop(self) -> None:
         self._outbox.put(None)
         self._sender.join(timeout=5)
 
 
-def process_files(
-    jobs: Iterable[Job],
+def process_items(
+    items: Iterable[Item],
     settings: CompressionSettings,
     workers: int = 1,
-) -> Iterator[FileOutcome]:
-    """Outcomes in job order; a file whose worker dies is kept as-is with a warning.
+    budget_bytes: int = 1 << 62,
+) -> Iterator[Result]:
+    """Results in item order: a FileTask's FileOutcome, a FrameTask's FrameResult, and every other
+    item (the markers of :mod:`pipeline.files.stream`) as it is. A task whose encoder dies gives
+    a kept outcome or a failed frame, with the reason.
 
-    ``workers=0`` encodes in this process (no fork, no pipes): for tests and tiny runs. With
-    one or more workers the encoder runs in child processes, so this process is free to read,
-    zip and upload while they encode (the encoder holds the GIL).
+    Work is admitted while the bytes of the tasks read and not yet handed out stay below
+    ``budget_bytes`` (at least one task is always admitted). ``workers=0`` encodes in this
+    process (no fork, no pipes): for tests and tiny runs.
     """
     if workers <= 0:
         from pipeline.codec import codec_for
 
         codec = codec_for(settings)
-        for path, data in jobs:
-            yield process_file(path, data, settings, codec)
+        for item in items:
+            yield run_task(item, settings, codec) if isinstance(item, (FileTask, FrameTask)) else item
         return
-    yield from _Pool(settings, workers).run(jobs)
+    yield from _Pool(settings, workers, budget_bytes).run(items)
+
+
+def process_files(jobs: Iterable[tuple[str, bytes]], settings: CompressionSettings, workers: int = 1) -> Iterator[FileOutcome]:
+    """Outcomes of whole files, in order (the small-file path alone; tests and the bench use it)."""
+    from pipeline.study.listing import StudyObject
+
+    tasks = (FileTask(StudyObject(path, len(data)), data) for path, data in jobs)
+    for result in process_items(tasks, settings, workers):
+        assert isinstance(result, FileOutcome)
+        yield result
+
+
+def _died(task: Task) -> FileOutcome | FrameResult:
+    if isinstance(task, FrameTask):
+        return FrameResult(task.index, failed="encode", detail="the encoder process died on this frame")
+    return FileOutcome(path=task.obj.path, action="kept", bytes_in=len(task.data), data=task.data, warning=True,
+                       reason="the encoder process died on this file (kept as-is)")
 
 
 class _Pool:
-    def __init__(self, settings: CompressionSettings, n: int) -> None:
+    def __init__(self, settings: CompressionSettings, n: int, budget_bytes: int) -> None:
         # fork: workers start in milliseconds; the engine creates them before any thread exists.
         self.ctx = mp.get_context("fork")
         from pipeline.codec import codec_for
@@ -219,31 +188,40 @@ class _Pool:
         # Frozen objects are never scanned, here or in the workers; unfrozen when the pool closes.
         gc.freeze()
         self.settings = settings
-        self.backlog: deque[tuple[int, Job]] = deque()
+        self.budget = budget_bytes
+        self.backlog: deque[tuple[int, Task]] = deque()
         self.workers: list[_Worker] = []
         for _ in range(n):
             self.workers.append(_Worker(self.ctx, settings, tuple(c for w in self.workers for c in w.ends)))
 
-    def run(self, jobs: Iterable[Job]) -> Iterator[FileOutcome]:
-        done: dict[int, FileOutcome] = {}
-        pending = iter(enumerate(jobs))
+    def run(self, items: Iterable[Item]) -> Iterator[Result]:
+        done: dict[int, Result] = {}
+        costs: dict[int, int] = {}  # bytes of every admitted task not yet handed out
+        pending = iter(enumerate(items))
         exhausted = False
         next_out = 0
         backlog = self.backlog
         window = len(self.workers) * (_DEPTH + 1)
         try:
             while True:
-                # Fill idle slots, but never let finished-but-unemitted results exceed the window.
-                while not exhausted and len(backlog) + sum(len(w.in_flight) for w in self.workers) + len(done) < window:
+                # Fill idle slots, but never let admitted-but-unemitted work exceed the window (a
+                # count) or the budget (bytes); markers pass straight to the output in order.
+                while not exhausted and len(costs) < window and (not costs or sum(costs.values()) < self.budget):
                     try:
-                        backlog.append(next(pending))
+                        seq, item = next(pending)
                     except StopIteration:
                         exhausted = True
+                        break
+                    if isinstance(item, (FileTask, FrameTask)):
+                        costs[seq] = item.cost
+                        backlog.append((seq, item))
+                    else:
+                        done[seq] = item
                 for w in self.workers:
                     while backlog and len(w.in_flight) < _DEPTH:
-                        seq, (path, data) = backlog.popleft()
-                        w.submit(seq, path, data)
+                        w.submit(*backlog.popleft())
                 while next_out in done:
+                    costs.pop(next_out, None)
                     yield done.pop(next_out)
                     next_out += 1
                 if exhausted and not backlog and not any(w.in_flight for w in self.workers) and not done:
@@ -258,21 +236,15 @@ class _Pool:
         finally:
             self.close()
 
-    def _collect(self, w: _Worker, done: dict[int, FileOutcome]) -> None:
+    def _collect(self, w: _Worker, done: dict[int, Result]) -> None:
         try:
             seq, outcome = w.results.recv()
         except (EOFError, OSError):
-            # The worker died (native crash, OOM kill) on the oldest file it held: that file is
-            # kept as-is; the ones queued behind it go back to the front of the line; it is replaced.
-            (seq, (path, data)), *queued = sorted(w.in_flight.items())
-            done[seq] = FileOutcome(
-                path=path,
-                action="kept",
-                bytes_in=len(data),
-                data=data,
-                warning=True,
-                reason="the encoder process died on this file (kept as-is)",
-            )
+            # The worker died (native crash, OOM kill) on the oldest task it held: that file is
+            # kept as-is (that frame fails, so its object is kept); the ones queued behind it go
+            # back to the front of the line; it is replaced.
+            (seq, task), *queued = sorted(w.in_flight.items())
+            done[seq] = _died(task)
             self.backlog.extendleft(reversed(queued))
             w.in_flight.clear()
             w.stop()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import CompressionSettings
+from pipeline.budget import MemoryBudget
 from pipeline.engine import Progress, Study, compress_study
 from pipeline.files.errors import describe_error
 from pipeline.outputs.record import build_record, failed_record
@@ -32,6 +33,7 @@ def write_local_outputs(
     settings: CompressionSettings,
     *,
     workers: int | None = None,
+    budget: MemoryBudget | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Compress ``study`` to ``zip_path``; the record goes next to it, written last."""
@@ -40,7 +42,7 @@ def write_local_outputs(
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "wb") as fh:
-            run = compress_study(study, _ForwardOnly(fh), settings, workers=workers, progress=progress)
+            run = compress_study(study, _ForwardOnly(fh), settings, workers=workers, budget=budget, progress=progress)
         os.replace(tmp, zip_path)
         record = build_record(run, output={"path": str(zip_path), "record": str(record_path)})
         if not run.outcomes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from pipeline.study.listing import Ignored, StudyObject
 
@@ -35,6 +35,49 @@ class StudySource(ABC):
     @abstractmethod
     def iter_chunks(self, obj: StudyObject, chunk_size: int = CHUNK) -> Iterator[bytes]:
         """The object as a stream, for objects too large to hold in memory."""
+
+    @abstractmethod
+    def open(self, obj: StudyObject) -> "ObjectReader":
+        """A seekable reader over the object, for reading its header and then its frames by
+        offset without holding it whole. ``finish()`` on it raises SourceError when the bytes
+        read do not match the manifest's checksum."""
+
+
+class ObjectReader:
+    """What :meth:`StudySource.open` returns: a buffered binary file plus ``finish``."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        return self._raw.read(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        return self._raw.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def finish(self) -> None:
+        """Called once the object has been used: nothing to check by default."""
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> "ObjectReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _text_path(rel: str) -> str:
@@ -74,6 +117,12 @@ class LocalStudySource(StudySource):
     def read(self, obj: StudyObject) -> bytes:
         try:
             return Path(obj.locator).read_bytes()
+        except OSError as exc:
+            raise SourceError(f"cannot read {obj.path}: {exc.strerror}") from exc
+
+    def open(self, obj: StudyObject) -> ObjectReader:
+        try:
+            return ObjectReader(open(obj.locator, "rb", buffering=1024 * 1024))
         except OSError as exc:
             raise SourceError(f"cannot read {obj.path}: {exc.strerror}") from exc
 

@@ -42,6 +42,7 @@ def test_worker_function_settings(stack: Stack, arch: str) -> None:
     assert fn["ReservedConcurrentExecutions"] == 10
     assert fn["Role"] == "{IamRoleLambdaExecution.Arn}"
     assert fn["TracingConfig"] == {"Mode": "Active"}  # powertools Tracer -> X-Ray
+    assert fn["EphemeralStorage"] == {"Size": 2048}  # the frame spool of large objects
     assert fn["Environment"]["Variables"] == {
         "DATA_BUCKET": BUCKET,
         "TARGET_BUCKET": BUCKET,
@@ -49,6 +50,7 @@ def test_worker_function_settings(stack: Stack, arch: str) -> None:
         "TARGET_PREFIX": "compressed/",
         "EVENT_BUS_NAME": "{StudyEventBus}",
         "COMPRESSION_RATE": "100",
+        "MEMORY_BUDGET_MB": "",
         "LOG_LEVEL": "INFO",
         "POWERTOOLS_SERVICE_NAME": "dicom-compression",
         "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression",

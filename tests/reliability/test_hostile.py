@@ -296,7 +296,7 @@ def test_header_claiming_65535x65535x1000_frames_is_kept_in_bounded_memory(corpu
     """, str(tmp_path / "huge.dcm"))
     for outcome in result["outcomes"]:
         assert outcome["action"] == "kept" and outcome["same"] and outcome["warning"], outcome
-        assert "pixel data" in outcome["reason"], outcome
+        assert "pixel data" in outcome["reason"].lower(), outcome
     growth = result["peak_rss_mib"] - result["before_mib"]
     assert growth < 64, f"processing the file grew the peak RSS by {growth:.0f} MiB"
     print(f"\nhuge header: kept ({result['outcomes'][0]['reason'][:80]}...), peak RSS +{growth:.1f} MiB")
