@@ -95,6 +95,8 @@ def run_pipeline(stack: Any, study: Path, name: str, *, workers: int, options: d
         "min_psnr": record["verification"]["minPsnrDb"],
         "bit_exact": record["verification"]["bitExact"],
         "compressed": record["totals"]["compressed"],
+        "floor_interventions": record["totals"].get("floorInterventions"),
+        "min_range_psnr": record["verification"].get("minRangePsnrDb"),
     }
 
 
@@ -162,7 +164,7 @@ def run_scaling(study: Path, files: int = 120) -> dict[str, Any]:
     from pipeline.config import CompressionSettings
     from pipeline.files.process import load_libraries, process_file
 
-    settings = CompressionSettings()
+    settings = CompressionSettings(min_psnr=0)  # the same work as the rows it bounds
     codec = codec_for(settings)
     load_libraries(codec)
     jobs = [(p.name, p.read_bytes()) for p in study_files(study)[:files]]
@@ -193,7 +195,8 @@ def run_codec_loop(study: Path, *, lossless: bool, codec: str = "j2k") -> dict[s
     from pipeline.config import CompressionSettings
     from pipeline.files.process import process_file
 
-    settings = CompressionSettings(mode="lossless" if lossless else "lossy", codec=codec)  # type: ignore[arg-type]
+    # The quality floor off: the codec's own work, as the dcmjs-codecs loop does it.
+    settings = CompressionSettings(mode="lossless" if lossless else "lossy", codec=codec, min_psnr=0)  # type: ignore[arg-type]
     enc = codec_for(settings)
     files = [(p.name, p.read_bytes()) for p in study_files(study)]
     t0 = time.perf_counter()
@@ -315,7 +318,9 @@ def main() -> int:
         # a target compares run back to back (dcmjs, then our 2-worker pipeline, then HTJ2K; 1
         # worker, then the codec alone); ratios are taken per round, then the median.
         for r in range(args.rounds):
-            for mode, opts in (("rate100", {"compressionRate": 100}), ("lossless", {"mode": "lossless"})):
+            # The comparison rows run with the quality floor off (minPsnrDb 0): the same work as the
+            # dcmjs-codecs loop and as the runs before the floor existed; the floor's cost has rows of its own.
+            for mode, opts in (("rate100", {"compressionRate": 100, "minPsnrDb": 0}), ("lossless", {"mode": "lossless"})):
                 lossless = mode == "lossless"
                 log(f"round {r + 1}/{args.rounds} ({mode}): dcmjs-codecs, pipeline {allw} workers, HTJ2K pipeline")
                 with near():
@@ -328,6 +333,9 @@ def main() -> int:
                 with near():
                     record(f"codec-{mode}", run_codec_loop(s400, lossless=lossless))
                     record(f"htj2k-codec-{mode}", run_codec_loop(s400, lossless=lossless, codec="htj2k"))
+            log(f"round {r + 1}/{args.rounds}: pipeline {allw} workers, rate 100 with the quality floor (40 dB)")
+            record(f"pipe-rate100-floor-w{allw}", run_pipeline(stack, s400, f"rate100-floor-w{allw}-r{r}", workers=allw,
+                                                                options={"compressionRate": 100}, server_pid=pid, cores=split))
             log(f"round {r + 1}/{args.rounds}: the machine's own 2-process scaling")
             with near():
                 record("scaling", run_scaling(s400))
@@ -335,10 +343,10 @@ def main() -> int:
             with near():
                 record("io-floor", run_io_floor(stack, s400, server_pid=pid))
         log(f"pipeline {s800.name} rate100 workers={allw}")
-        record("pipe-nested", run_pipeline(stack, s800, "rate100", workers=allw, options={"compressionRate": 100}, server_pid=pid, cores=split))
+        record("pipe-nested", run_pipeline(stack, s800, "rate100", workers=allw, options={"compressionRate": 100, "minPsnrDb": 0}, server_pid=pid, cores=split))
         if s2g is not None:
             log(f"pipeline {s2g.name} rate100 workers={allw}")
-            record("pipe-2g", run_pipeline(stack, s2g, "rate100", workers=allw, options={"compressionRate": 100}, server_pid=pid, cores=split))
+            record("pipe-2g", run_pipeline(stack, s2g, "rate100", workers=allw, options={"compressionRate": 100, "minPsnrDb": 0}, server_pid=pid, cores=split))
     res: dict[str, Any] = {key: median_run(values) for key, values in runs.items()}
     res["rounds"] = {key: [r["seconds"] for r in values] for key, values in runs.items()}
     res["import_seconds"] = import_time()
@@ -439,6 +447,18 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         sc = sorted(res["rounds"]["scaling"])
         lines += ["", f"This machine's own 2-process scaling (the codec alone on 120 files, 1 process vs 2), per round: "
                   f"{', '.join(f'{x:.2f}' for x in sc)}: the ceiling of any 2-worker / 1-worker ratio here."]
+
+    fl = res.get(f"pipe-rate100-floor-w{allw}")
+    if fl:
+        off = res[f"pipe-rate100-w{allw}"]
+        cost, per_round = paired(f"pipe-rate100-floor-w{allw}", f"pipe-rate100-w{allw}")
+        lines += ["", f"## The quality floor's cost (issue 13): `{s400.name}`, J2K rate 100, {allw} workers", "",
+                  "The floor (40 dB range-PSNR, the default) against the same run with `minPsnrDb: 0`.", "",
+                  "| run | seconds | ZIP bytes | images the floor re-encoded | lowest range-PSNR dB |", "|---|---:|---:|---:|---:|",
+                  f"| floor off | {secs(off)} | {off['bytes_out']:,} | - | {off.get('min_range_psnr')} |",
+                  f"| floor 40 dB | {secs(fl)} | {fl['bytes_out']:,} | {fl.get('floor_interventions')} | {fl.get('min_range_psnr')} |",
+                  "", f"Time with the floor / without: {cost:.2f} (median of the per-round ratios: "
+                  f"{', '.join(f'{x:.2f}' for x in per_round)}); ZIP size with / without: {fl['bytes_out'] / off['bytes_out']:.2f}."]
 
     lines += ["", "## Memory at the peak (all worker processes, PSS)", "",
               "| run | files | peak MB | main process MB | encoder processes MB | peak reached at s | run s |",

@@ -32,7 +32,8 @@ class _ProgressBar:
 def _settings(args: argparse.Namespace) -> CompressionSettings:
     base = settings_from_env()
     mode = "lossless" if args.lossless else None
-    return base.with_overrides(rate=args.rate, mode=mode, codec=args.codec, verify=False if args.no_verify else None)
+    return base.with_overrides(rate=args.rate, mode=mode, codec=args.codec, verify=False if args.no_verify else None,
+                               min_psnr=args.min_psnr)
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--lossless", action="store_true", help="JPEG 2000 lossless")
     p.add_argument("--codec", choices=["j2k", "htj2k"], help="j2k (default) or htj2k")
     p.add_argument("--no-verify", action="store_true", help="do not decode and compare the output")
+    p.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+                   help="quality floor: range-PSNR every lossy image must reach (default: $MIN_PSNR_DB or 40; 0 = off)")
     p.add_argument("--workers", type=int, default=None, help="encoder processes (default: the CPUs available)")
     p.add_argument("--memory-budget", type=float, default=None, metavar="MB",
                    help="MiB of study data in flight at once (default: $MEMORY_BUDGET_MB, else from the memory available)")

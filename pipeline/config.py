@@ -17,6 +17,9 @@ Codec = Literal["j2k", "htj2k"]
 
 DEFAULT_RATE = 100.0
 MAX_RATE = 10_000.0
+#: The quality floor: no lossy image below this range-PSNR (README "Quality floor"); 0 = off.
+DEFAULT_MIN_PSNR = 40.0
+MAX_MIN_PSNR = 120.0
 
 
 class SettingsError(ValueError):
@@ -31,6 +34,7 @@ class CompressionSettings:
     rate: float = DEFAULT_RATE
     codec: Codec = "j2k"
     verify: bool = True
+    min_psnr: float = DEFAULT_MIN_PSNR
 
     def __post_init__(self) -> None:
         if self.mode not in ("lossy", "lossless"):
@@ -39,21 +43,32 @@ class CompressionSettings:
             raise SettingsError(f"codec must be 'j2k' or 'htj2k', not {self.codec!r}")
         if self.mode == "lossy" and not (1.0 < float(self.rate) <= MAX_RATE):
             raise SettingsError(f"compressionRate must be above 1 and at most {MAX_RATE:g} for lossy mode")
+        if isinstance(self.min_psnr, bool) or not 0 <= float(self.min_psnr) <= MAX_MIN_PSNR:
+            raise SettingsError(f"minPsnrDb must be between 0 (off) and {MAX_MIN_PSNR:g}")
 
     @property
     def lossless(self) -> bool:
         return self.mode == "lossless"
 
+    @property
+    def floor(self) -> float | None:
+        """The range-PSNR floor in force, or None (off, or nothing lossy to hold to it)."""
+        return None if self.lossless or not self.min_psnr else float(self.min_psnr)
+
     def describe(self) -> dict[str, Any]:
         """The settings as recorded in results and events (rate omitted when it has no effect)."""
         out: dict[str, Any] = asdict(self)
+        del out["min_psnr"]
+        out["minPsnrDb"] = self.floor
         if self.lossless:
             out["rate"] = None
         return out
 
     def fingerprint(self) -> str:
         """Stable digest of what changes output pixels (verification does not)."""
-        key = {"mode": self.mode, "codec": self.codec, "rate": None if self.lossless else float(self.rate)}
+        key: dict[str, Any] = {"mode": self.mode, "codec": self.codec, "rate": None if self.lossless else float(self.rate)}
+        if self.floor is not None:  # off: the same key, so the same UIDs and bytes as without a floor
+            key["minPsnrDb"] = self.floor
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(
@@ -63,6 +78,7 @@ class CompressionSettings:
         mode: Mode | None = None,
         codec: Codec | None = None,
         verify: bool | None = None,
+        min_psnr: float | None = None,
     ) -> "CompressionSettings":
         """Apply the old system's conventions: ``compressionRate: 0`` means lossless."""
         new_mode = mode or self.mode
@@ -77,11 +93,13 @@ class CompressionSettings:
             rate=new_rate,
             codec=codec or self.codec,
             verify=self.verify if verify is None else verify,
+            min_psnr=self.min_psnr if min_psnr is None else float(min_psnr),
         )
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> CompressionSettings:
-    """Defaults for a deployment: ``COMPRESSION_RATE`` (0 = lossless), ``CODEC``, ``VERIFY``."""
+    """Defaults for a deployment: ``COMPRESSION_RATE`` (0 = lossless), ``CODEC``, ``VERIFY``,
+    ``MIN_PSNR_DB`` (the quality floor, 0 = off)."""
     env = dict(os.environ) if env is None else env
     base = CompressionSettings()
     raw_rate = env.get("COMPRESSION_RATE", "").strip()
@@ -92,4 +110,9 @@ def settings_from_env(env: dict[str, str] | None = None) -> CompressionSettings:
     codec = env.get("CODEC", "").strip().lower() or None
     verify_raw = env.get("VERIFY", "").strip().lower()
     verify = None if not verify_raw else verify_raw not in ("0", "false", "no", "off")
-    return base.with_overrides(rate=rate, codec=codec, verify=verify)  # type: ignore[arg-type]
+    raw_floor = env.get("MIN_PSNR_DB", "").strip()
+    try:
+        floor = float(raw_floor) if raw_floor else None
+    except ValueError as exc:
+        raise SettingsError(f"MIN_PSNR_DB must be a number of dB, not {raw_floor!r}") from exc
+    return base.with_overrides(rate=rate, codec=codec, verify=verify, min_psnr=floor)  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ FAILED = "Study Compression Failed"
 #: Keys every event detail has (see pipeline/notify/eventbridge.py).
 DETAIL_KEYS = {"status", "study", "output", "settings", "inputFingerprint", "metadata"}
 #: The totals an event carries; the per-file list and pixel byte counts stay in the record.
-EVENT_TOTAL_KEYS = {"files", "compressed", "kept", "fileWarnings", "bytesIn", "bytesOut", "ratio", "pixelRatio"}
+EVENT_TOTAL_KEYS = {"files", "compressed", "kept", "fileWarnings", "bytesIn", "bytesOut", "ratio", "pixelRatio", "floorInterventions"}
 
 #: The fixture study's files in the order a viewer must read them (natural, per component).
 FIXTURE_ORDER = [
@@ -236,7 +236,7 @@ def check_event_shape(event: Event, *, bucket: str) -> None:
     if raw["detail-type"] == COMPRESSED:
         assert detail["status"] in ("succeeded", "succeeded_with_warnings")
         assert set(detail["totals"]) == EVENT_TOTAL_KEYS
-        assert set(detail["verification"]) == {"bitExact", "lossy", "minPsnrDb", "maxAbsError"}
+        assert set(detail["verification"]) == {"bitExact", "lossy", "minPsnrDb", "minRangePsnrDb", "maxAbsError"}
         assert detail.get("error") is None  # README shows "error": null; the code leaves it out
         assert set(detail["settings"]) == {"mode", "rate", "codec", "verify"}
     else:

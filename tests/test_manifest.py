@@ -42,7 +42,7 @@ def test_empty_object_means_defaults() -> None:
     assert m == Manifest()
     assert m.files is None and m.metadata is None and m.overwrite_existing is False and m.output_filename is None
     assert m.settings(BASE) == BASE
-    assert m.settings(BASE).describe() == {"mode": "lossy", "rate": 100.0, "codec": "j2k", "verify": True}
+    assert m.settings(BASE).describe() == {"mode": "lossy", "rate": 100.0, "codec": "j2k", "verify": True, "minPsnrDb": 40.0}
 
 
 def test_deployment_defaults_are_kept_when_not_overridden() -> None:
@@ -110,8 +110,18 @@ def test_output_filename_and_overwrite() -> None:
 
 def test_all_fields_together() -> None:
     m = parse({"compressionRate": 30, "mode": "lossy", "codec": "j2k", "outputFilename": "x.zip", "overwriteExisting": False,
-               "files": [{"path": "a", "size": 1}], "metadata": {"k": "v"}, "verify": True})
-    assert m.settings(BASE).describe() == {"mode": "lossy", "rate": 30.0, "codec": "j2k", "verify": True}
+               "files": [{"path": "a", "size": 1}], "metadata": {"k": "v"}, "verify": True, "minPsnrDb": 35, "report": True})
+    assert m.settings(BASE).describe() == {"mode": "lossy", "rate": 30.0, "codec": "j2k", "verify": True, "minPsnrDb": 35.0}
+    assert m.report is True
+
+
+@pytest.mark.parametrize("value", [-1, 121, "40", True, None])
+def test_min_psnr_must_be_a_number_of_db(value) -> None:
+    if value is None:
+        assert parse({"minPsnrDb": 0}).settings(BASE).floor is None  # 0 turns the floor off
+        return
+    with pytest.raises(ManifestError, match="minPsnrDb"):
+        parse({"minPsnrDb": value})
 
 
 def test_utf8_bom_is_not_accepted_silently_or_crashes() -> None:

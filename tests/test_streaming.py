@@ -259,10 +259,10 @@ def test_an_encoder_dying_on_a_frame_keeps_the_object_and_the_study_goes_on(volu
     shutil.copy(volume / "vol.dcm", root / "vol.dcm")
     real = W.encode_frame
 
-    def crash_on_frame_7(index, data, layout, codec, *, verify):  # type: ignore[no-untyped-def]
+    def crash_on_frame_7(index, data, layout, codec, **options):  # type: ignore[no-untyped-def]
         if index == 7 and layout.rows == 512 and len(data) == 512 * 512 * 2 and os.environ.get("CRASH_FRAME") == "1":
             os._exit(3)  # what a segfault in the native encoder looks like to the parent
-        return real(index, data, layout, codec, verify=verify)
+        return real(index, data, layout, codec, **options)
 
     monkeypatch.setattr(W, "encode_frame", crash_on_frame_7)  # inherited by the forked workers
     monkeypatch.setenv("CRASH_FRAME", "1")

@@ -71,6 +71,15 @@ class FrameCodec(ABC):
     def decode(self, codestream: bytes) -> np.ndarray:
         """Decode one codestream to (rows, columns[, samples]), colour transform undone."""
 
+    @abstractmethod
+    def encode_for_psnr(self, frame: np.ndarray, spec: FrameSpec, psnr_db: float) -> bytes:
+        """A lossy codestream aiming at ``psnr_db`` against the peak 2**BitsStored - 1 (the
+        quality floor's re-encode; close, not a strict floor: the caller measures it)."""
+
+    @abstractmethod
+    def lossless_twin(self) -> "FrameCodec":
+        """The same codec, lossless: where no lossy encoding meets the floor."""
+
 
 class Jpeg2000Family(FrameCodec):
     """What JPEG 2000 Part 1 and HTJ2K share in DICOM: colour spaces, the colour transform, palettes."""

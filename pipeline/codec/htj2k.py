@@ -102,3 +102,16 @@ class HTJ2KCodec(Jpeg2000Family):
         import imagecodecs
 
         return imagecodecs.htj2k_decode(codestream)
+
+    def encode_for_psnr(self, frame: np.ndarray, spec: FrameSpec, psnr_db: float) -> bytes:
+        import imagecodecs
+
+        # OpenJPH takes a quantisation step, not a PSNR: uniform quantisation of step s (relative
+        # to the full range) leaves an RMSE of about s * 2**bits / sqrt(12), i.e. PSNR ~ 10.8 dB
+        # - 20 log10(s). The wavelet's gains shift it by a few dB; the caller measures and retries.
+        step = min(max(10 ** ((10.79 - psnr_db) / 20), _STEP_RANGE[0]), _STEP_RANGE[1])
+        frame = native_contiguous(frame)
+        return bytes(imagecodecs.htj2k_encode(frame, level=step, reversible=False, rgb=spec.photometric == "RGB"))
+
+    def lossless_twin(self) -> "HTJ2KCodec":
+        return HTJ2KCodec(None)

@@ -21,7 +21,7 @@ from pipeline.config import CompressionSettings
 from pipeline.files.frames import FrameResult, FrameStats
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.stream import Begin, End
-from pipeline.files.verify import VerificationFailed, summarise
+from pipeline.files.verify import VerificationFailed, floor_entry, summarise
 
 _PIXEL_HEAD = b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff"
 _ITEM = struct.Struct("<HHI")
@@ -68,8 +68,11 @@ class Assembly:
             self.failure = f"{self.received} of {self.frames} frames came back from the encoders"
         if self.failure:
             return None
+        from pipeline.files.process import output_codec
+
         layout = self.begin.decision.layout
         pixel_in, pixel_out = layout.frame_bytes * self.frames, self.spool.total
+        asked_codec, self.codec = self.codec, output_codec(self.codec, self.stats, self.frames)
         verification: dict[str, Any] = {"status": "skipped"}
         if self.settings.verify:
             try:
@@ -99,6 +102,8 @@ class Assembly:
             pixel_bytes_in=pixel_in,
             pixel_bytes_out=pixel_out,
             verification=verification,
+            floor=floor_entry(self.stats, self.settings, frames=self.frames, ratio=pixel_in / max(pixel_out, 1))
+            if asked_codec.lossy else None,
             seconds=self.seconds,
             streamed=True,
             spooled_bytes=self.spool.on_disk,

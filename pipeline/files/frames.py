@@ -128,12 +128,24 @@ class FrameStats:
     squared_error: int = 0
     max_abs_error: int = 0
     differing: int = 0
+    low: int = 0  # the source's smallest and largest sample (its range, for range-PSNR)
+    high: int = 0
+    #: What the asked encoding's squared error was, before the quality floor re-encoded it.
+    asked_squared_error: int = 0
+    reencoded: int = 0  # frames the floor re-encoded, and of those, encoded lossless
+    lossless_frames: int = 0
 
     def add(self, other: "FrameStats") -> None:
+        if not self.samples:
+            self.low, self.high = other.low, other.high
+        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
         self.samples += other.samples
         self.squared_error += other.squared_error
         self.max_abs_error = max(self.max_abs_error, other.max_abs_error)
         self.differing += other.differing
+        self.asked_squared_error += other.asked_squared_error
+        self.reencoded += other.reencoded
+        self.lossless_frames += other.lossless_frames
 
 
 #: What a failure at each step means for the file (the original is always what is kept).
@@ -168,6 +180,8 @@ def measure(source: np.ndarray, decoded: np.ndarray) -> FrameStats:
     if source.shape != decoded.shape:
         raise FrameError(f"decoded shape {decoded.shape} differs from source {source.shape}")
     stats = FrameStats()
+    if source.size:
+        stats.low, stats.high = int(source.min()), int(source.max())
     for top in range(0, max(source.shape[0], 1), _COMPARE_ROWS):
         a, b = source[top : top + _COMPARE_ROWS], decoded[top : top + _COMPARE_ROWS]
         diff = np.subtract(a, b, dtype=np.int64)
@@ -177,12 +191,15 @@ def measure(source: np.ndarray, decoded: np.ndarray) -> FrameStats:
         stats.differing += int(np.count_nonzero(diff))
         stats.max_abs_error = max(stats.max_abs_error, int(np.abs(diff).max()))
         stats.squared_error += int(np.square(diff).sum())  # int64: 256 rows of 16-bit squares fit
+    stats.asked_squared_error = stats.squared_error
     return stats
 
 
-def encode_frame(index: int, data: bytes | memoryview, layout: FrameLayout, codec: FrameCodec, *, verify: bool) -> FrameResult:
-    """Decode one stored frame, encode it, and (when asked) decode the codestream and compare.
-    Never raises: a failure is the result's ``failed`` step."""
+def encode_frame(index: int, data: bytes | memoryview, layout: FrameLayout, codec: FrameCodec, *, verify: bool,
+                 floor: float | None = None) -> FrameResult:
+    """Decode one stored frame, encode it, and (when asked, or to hold a lossy codec to the
+    quality ``floor``) decode the codestream and compare. Never raises: a failure is the
+    result's ``failed`` step."""
     t0 = time.perf_counter()
     try:
         pixels = layout.decode(data)
@@ -193,7 +210,8 @@ def encode_frame(index: int, data: bytes | memoryview, layout: FrameLayout, code
     except Exception as exc:
         return FrameResult(index, failed="encode", detail=describe_error(exc))
     t1 = time.perf_counter()
-    if not verify:
+    floor = floor if codec.lossy else None
+    if not verify and floor is None:
         return FrameResult(index, codestream, seconds=(t1 - t0, 0.0))
     try:
         decoded = codec.decode(codestream)
@@ -203,6 +221,15 @@ def encode_frame(index: int, data: bytes | memoryview, layout: FrameLayout, code
         stats = measure(pixels, decoded)
     except FrameError as exc:
         return FrameResult(index, failed="verify", detail=str(exc))
-    if not codec.lossy and stats.differing:
+    if floor is not None:
+        from pipeline.files.floor import hold_floor, range_psnr
+
+        if range_psnr(stats) < floor:
+            try:
+                codestream, stats = hold_floor(pixels, layout.spec, codec, floor, stats)
+            except Exception as exc:
+                return FrameResult(index, failed="encode", detail=f"re-encoding for the quality floor: {describe_error(exc)}")
+    lossless = not codec.lossy or stats.lossless_frames > 0
+    if lossless and stats.differing:
         return FrameResult(index, failed="verify", detail=f"lossless output differs from the source in {stats.differing} samples")
     return FrameResult(index, codestream, stats, seconds=(t1 - t0, time.perf_counter() - t1))

@@ -27,6 +27,8 @@ class FileOutcome:
     pixel_bytes_in: int | None = None
     pixel_bytes_out: int | None = None
     verification: dict[str, Any] | None = None
+    #: What the quality floor did (lossy outputs with a floor in force).
+    floor: dict[str, Any] | None = None
     #: For DICOMDIR objects: the files it indexes, as (study-relative path, SOP Instance UID, transfer syntax).
     directory_refs: list[tuple[str, str | None, str | None]] | None = field(default=None, repr=False)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -71,4 +73,6 @@ class FileOutcome:
             rec["sopInstanceUidOut"] = self.sop_instance_uid_out
         if self.verification is not None:
             rec["verification"] = self.verification
+        if self.floor is not None:
+            rec["floor"] = self.floor
         return rec

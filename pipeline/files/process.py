@@ -16,7 +16,7 @@ from pipeline.files.decide import Keep, decide, is_dicomdir, pixel_data_size_err
 from pipeline.files.errors import describe_error
 from pipeline.files.frames import FrameError, FrameLayout, FrameResult, FrameStats, encode_frame
 from pipeline.files.outcome import FileOutcome
-from pipeline.files.verify import VerificationFailed, summarise
+from pipeline.files.verify import VerificationFailed, floor_entry, summarise
 
 # (7FE0,0010) as it starts in little-endian bytes (explicit OB/OW, or implicit undefined length):
 # seen in a file whose parsed dataset has no Pixel Data, it means the parser stopped early.
@@ -135,7 +135,7 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
     t1 = time.perf_counter()
     results = []
     for index, frame in enumerate(stored):
-        result = encode_frame(index, frame, layout, codec, verify=settings.verify)
+        result = encode_frame(index, frame, layout, codec, verify=settings.verify, floor=settings.floor)
         if result.failed:
             return _kept(path, data, result.reason(nframes), warning=True, **base)
         results.append(result)
@@ -143,6 +143,8 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
     codestreams = [r.codestream for r in results]
     pixel_in = layout.frame_bytes * nframes
     pixel_out = sum(len(c) for c in codestreams)
+    stats = sum_stats(results)
+    codec = output_codec(codec, stats, nframes)
     try:
         out = write_encapsulated(
             ds,
@@ -162,7 +164,7 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
         t2 = time.perf_counter()
         try:
             check_container(out, codestreams, layout)
-            verification = summarise(sum_stats(results), bits_stored=layout.bits_stored, lossless=not codec.lossy)
+            verification = summarise(stats, bits_stored=layout.bits_stored, lossless=not codec.lossy)
         except VerificationFailed as exc:
             return _kept(path, data, f"verification failed, original kept: {exc}", warning=True, **base)
         except Exception as exc:
@@ -183,8 +185,15 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
         pixel_bytes_in=pixel_in,
         pixel_bytes_out=pixel_out,
         verification=verification,
+        floor=floor_entry(stats, settings, frames=nframes, ratio=pixel_in / pixel_out),
         seconds=timings,
     )
+
+
+def output_codec(codec: FrameCodec, stats: FrameStats, frames: int) -> FrameCodec:
+    """The codec the output is labelled with: lossless when the quality floor encoded every frame
+    lossless (a lossless image keeps its UID and gets no lossy attributes)."""
+    return codec.lossless_twin() if codec.lossy and stats.lossless_frames == frames else codec
 
 
 def stored_frames(ds: object, layout: FrameLayout, frames: int) -> list[memoryview] | list[bytes]:

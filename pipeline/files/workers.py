@@ -21,6 +21,7 @@ from pipeline.allocator import encoder_allocator
 from pipeline.host import available_cpus, cgroup_cpu_quota  # noqa: F401  (re-exported: the pool sizes itself by them)
 from pipeline.codec.base import FrameCodec
 from pipeline.config import CompressionSettings
+from pipeline.files.errors import describe_error
 from pipeline.files.frames import FrameResult, encode_frame
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.process import load_libraries, process_file
@@ -38,7 +39,7 @@ JOB_PIPE_BYTES = 1024 * 1024
 def run_task(task: FileTask | FrameTask, settings: CompressionSettings, codec: FrameCodec) -> FileOutcome | FrameResult:
     """What an encoder does with one task: a whole small file, or one frame of a streamed object."""
     if isinstance(task, FrameTask):
-        return encode_frame(task.index, task.data, task.layout, codec, verify=settings.verify)
+        return encode_frame(task.index, task.data, task.layout, codec, verify=settings.verify, floor=settings.floor)
     return process_file(task.obj.path, task.data, settings, codec)
 
 
@@ -61,7 +62,11 @@ def _serve(jobs: Connection, results: Connection, settings: CompressionSettings,
         except (EOFError, OSError):
             return
         try:
-            results.send((seq, run_task(task, settings, codec)))
+            result = run_task(task, settings, codec)
+        except Exception as exc:  # a bug, not bad input (that is an outcome): this task fails, the encoder lives
+            result = _failed(task, f"an internal error ({describe_error(exc)})")
+        try:
+            results.send((seq, result))
         except OSError:  # the parent is gone
             return
         del task, job
@@ -168,11 +173,11 @@ def process_files(jobs: Iterable[tuple[str, bytes]], settings: CompressionSettin
         yield result
 
 
-def _died(task: Task) -> FileOutcome | FrameResult:
+def _failed(task: Task, why: str) -> FileOutcome | FrameResult:
     if isinstance(task, FrameTask):
-        return FrameResult(task.index, failed="encode", detail="the encoder process died on this frame")
+        return FrameResult(task.index, failed="encode", detail=f"{why} on this frame")
     return FileOutcome(path=task.obj.path, action="kept", bytes_in=len(task.data), data=task.data, warning=True,
-                       reason="the encoder process died on this file (kept as-is)")
+                       reason=f"{why} on this file (kept as-is)")
 
 
 class _Pool:
@@ -244,7 +249,7 @@ class _Pool:
             # kept as-is (that frame fails, so its object is kept); the ones queued behind it go
             # back to the front of the line; it is replaced.
             (seq, task), *queued = sorted(w.in_flight.items())
-            done[seq] = _died(task)
+            done[seq] = _failed(task, "the encoder process died")
             self.backlog.extendleft(reversed(queued))
             w.in_flight.clear()
             w.stop()

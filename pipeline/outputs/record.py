@@ -49,6 +49,7 @@ def _totals(run: StudyRun) -> dict[str, Any]:
         "pixelBytesIn": pixel_in,
         "pixelBytesOut": pixel_out,
         "pixelRatio": round(pixel_in / pixel_out, 3) if pixel_out else None,
+        "floorInterventions": sum(1 for o in outcomes if o.floor and o.floor["action"] != "met"),
     }
 
 
@@ -56,12 +57,15 @@ def _verification(run: StudyRun) -> dict[str, Any]:
     checks = [o.verification for o in run.outcomes if o.verification]
     psnrs = [c["psnrDb"] for c in checks if c.get("status") == "lossy" and c.get("psnrDb") is not None]
     errors = [c["maxAbsError"] for c in checks if c.get("status") == "lossy"]
+    ranged = [c["rangePsnrDb"] for c in checks if c.get("status") == "lossy" and c.get("rangePsnrDb") is not None]
     return {
         "enabled": run.settings.verify,
         "bitExact": sum(c.get("status") == "bit-exact" for c in checks),
         "lossy": sum(c.get("status") == "lossy" for c in checks),
         "skipped": sum(c.get("status") == "skipped" for c in checks),
         "minPsnrDb": min(psnrs) if psnrs else None,
+        # 20 log10((max - min of the source image) / RMSE), over all frames of an object
+        "minRangePsnrDb": min(ranged) if ranged else None,
         "meanPsnrDb": round(statistics.fmean(psnrs), 2) if psnrs else None,
         "maxAbsError": max(errors) if errors else None,
     }
@@ -123,6 +127,12 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     if v["enabled"]:
         lossy = f", lossy {v['lossy']} (PSNR min {v['minPsnrDb']} dB, mean {v['meanPsnrDb']} dB, max error {v['maxAbsError']})" if v["lossy"] else ""
         lines.append(f"verified: bit-exact {v['bitExact']}{lossy}")
+    floor = (record.get("settings") or {}).get("minPsnrDb")
+    if floor:
+        touched = [f for f in record["files"] if (f.get("floor") or {}).get("action") in ("reencoded", "lossless")]
+        lossless = sum(1 for f in touched if f["floor"]["action"] == "lossless")
+        lines.append(f"quality floor {floor:g} dB range-PSNR: {len(touched)} image(s) re-encoded to meet it"
+                     f" ({lossless} lossless); lowest range-PSNR {v.get('minRangePsnrDb')} dB")
     lines.append(f"zip: {o.get('path') or o.get('key')} sha256 {o['sha256'][:16]}…")
     lines.append(f"time: {record['timings']['total']} s with {record['timings']['workers']} worker(s)")
     for w in record["warnings"][:10]:

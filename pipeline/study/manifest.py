@@ -12,13 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import MAX_RATE, CompressionSettings, SettingsError
+from pipeline.config import MAX_MIN_PSNR, MAX_RATE, CompressionSettings, SettingsError
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 MAX_METADATA_BYTES = 16 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_FIELDS = {"compressionRate", "mode", "codec", "outputFilename", "overwriteExisting", "files", "metadata", "verify"}
+_FIELDS = {"compressionRate", "mode", "codec", "outputFilename", "overwriteExisting", "files", "metadata", "verify",
+           "minPsnrDb", "report"}
 
 
 class ManifestError(ValueError):
@@ -38,6 +39,8 @@ class Manifest:
     mode: str | None = None
     codec: str | None = None
     verify: bool | None = None
+    min_psnr: float | None = None
+    report: bool = False
     output_filename: str | None = None
     overwrite_existing: bool = False
     files: tuple[ManifestFile, ...] | None = None
@@ -46,7 +49,8 @@ class Manifest:
     def settings(self, base: CompressionSettings) -> CompressionSettings:
         try:
             return base.with_overrides(
-                rate=self.compression_rate, mode=self.mode, codec=self.codec, verify=self.verify  # type: ignore[arg-type]
+                rate=self.compression_rate, mode=self.mode, codec=self.codec, verify=self.verify,  # type: ignore[arg-type]
+                min_psnr=self.min_psnr,
             )
         except SettingsError as exc:
             raise ManifestError(str(exc)) from exc
@@ -119,6 +123,12 @@ def parse_manifest(raw: bytes) -> Manifest:
     verify = doc.get("verify")
     if verify is not None and not isinstance(verify, bool):
         raise ManifestError("verify must be true or false")
+    floor = doc.get("minPsnrDb")
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= MAX_MIN_PSNR):
+        raise ManifestError(f"minPsnrDb must be a number between 0 (off) and {MAX_MIN_PSNR:g}")
+    report = doc.get("report", False)
+    if not isinstance(report, bool):
+        raise ManifestError("report must be true or false")
     overwrite = doc.get("overwriteExisting", False)
     if not isinstance(overwrite, bool):
         raise ManifestError("overwriteExisting must be true or false")
@@ -163,6 +173,8 @@ def parse_manifest(raw: bytes) -> Manifest:
         mode=mode,
         codec=codec,
         verify=verify,
+        min_psnr=float(floor) if floor is not None else None,
+        report=report,
         output_filename=out_name,
         overwrite_existing=overwrite,
         files=files,

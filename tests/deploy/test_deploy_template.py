@@ -51,6 +51,7 @@ def test_worker_function_settings(stack: Stack, arch: str) -> None:
         "EVENT_BUS_NAME": "{StudyEventBus}",
         "COMPRESSION_RATE": "100",
         "MEMORY_BUDGET_MB": "",
+        "MIN_PSNR_DB": "40",
         "LOG_LEVEL": "INFO",
         "POWERTOOLS_SERVICE_NAME": "dicom-compression",
         "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression",

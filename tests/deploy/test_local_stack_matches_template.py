@@ -28,8 +28,9 @@ pytestmark = [pytest.mark.deploy,
 LOCAL_VISIBILITY_TIMEOUT = 17  # anything but the default: proves the local value is the parameter
 # Function environment the local stack does not set: the worker's default must be the
 # template's value (LOG_LEVEL: powertools' default; COMPRESSION_RATE: pipeline.config's;
-# MEMORY_BUDGET_MB: '' = derived from the memory there is, pipeline.budget's default).
-UNSET_LOCALLY = {"COMPRESSION_RATE": "100", "LOG_LEVEL": "INFO", "MEMORY_BUDGET_MB": ""}
+# MEMORY_BUDGET_MB: '' = derived from the memory there is, pipeline.budget's default; MIN_PSNR_DB:
+# pipeline.config's DEFAULT_MIN_PSNR).
+UNSET_LOCALLY = {"COMPRESSION_RATE": "100", "LOG_LEVEL": "INFO", "MEMORY_BUDGET_MB": "", "MIN_PSNR_DB": "40"}
 # Set locally only: outside Lambda there is no X-Ray daemon (REFERENCE.md section 4).
 LOCAL_ONLY = {"POWERTOOLS_TRACE_DISABLED": "1"}
 
