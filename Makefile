@@ -20,7 +20,8 @@ tools:
 	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks"; \
 	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip libarchive-tools) >/dev/null; }
 
-test: $(STAMP) tools
+# checkov-install (deploy.mk): the scanner tests/deploy/test_checkov.py runs, in .venv-checkov.
+test: $(STAMP) tools checkov-install
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
@@ -31,6 +32,6 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) .venv-checkov build .pytest_cache
 
 -include deploy.mk
