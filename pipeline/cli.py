@@ -85,9 +85,8 @@ def cmd_local(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    from pipeline.local.submit import submit_study
-
+def _manifest_options(args: argparse.Namespace) -> dict[str, object]:
+    """The manifest's settings from ``submit``'s and ``presign``'s shared options."""
     options: dict[str, object] = {}
     if args.rate is not None:
         options["compressionRate"] = args.rate
@@ -101,7 +100,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["overwriteExisting"] = True
     if args.metadata:
         options["metadata"] = json.loads(args.metadata)
-    result = submit_study(args.local_dir, args.url, marker="ready" if args.ready else "manifest", options=options)
+    return options
+
+
+def _add_manifest_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--rate", type=float)
+    group.add_argument("--lossless", action="store_true")
+    p.add_argument("--codec", choices=["j2k", "htj2k"])
+    p.add_argument("--output-filename")
+    p.add_argument("--overwrite", action="store_true", help="overwriteExisting: true")
+    p.add_argument("--metadata", help="JSON echoed into the result and the event")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline.local.submit import submit_study
+
+    marker = "ready" if args.ready else "manifest"
+    result = submit_study(args.local_dir, args.url, marker=marker, options=_manifest_options(args))
     print(f"uploaded {result['files']} files to s3://{result['bucket']}/{result['prefix']}, then {result['marker']}")
     return 0
 
@@ -157,13 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("local_dir")
     p.add_argument("url", help="s3://BUCKET/incoming/<study>/")
     p.add_argument("--ready", action="store_true", help="write _READY instead of manifest.json")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--rate", type=float)
-    group.add_argument("--lossless", action="store_true")
-    p.add_argument("--codec", choices=["j2k", "htj2k"])
-    p.add_argument("--output-filename")
-    p.add_argument("--overwrite", action="store_true", help="overwriteExisting: true")
-    p.add_argument("--metadata", help="JSON echoed into the result and the event")
+    _add_manifest_arguments(p)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="where a study stands")
