@@ -1,4 +1,4 @@
-"""Command line: ``compress`` a local folder now; ``local``, ``submit`` and ``status`` talk to the stack."""
+"""Command line: ``compress`` a local folder now; ``local``, ``submit``, ``presign`` and ``status`` talk to the stack."""
 
 from __future__ import annotations
 
@@ -122,6 +122,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presign(args: argparse.Namespace) -> int:
+    from pipeline.local.presign import PresignError, presign_study
+
+    try:
+        made = presign_study(args.url, args.local_dir, clinic=args.clinic, expires=args.expires,
+                             out_dir=args.out, options=_manifest_options(args))
+    except PresignError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(made.summary_lines()))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.local.status import study_status
     from pipeline.local.submit import parse_s3_url
@@ -175,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready", action="store_true", help="write _READY instead of manifest.json")
     _add_manifest_arguments(p)
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("presign", help="presigned PUT URLs for every file of a study, then its manifest.json (for clinics without AWS credentials)")
+    p.add_argument("url", help="s3://BUCKET/incoming/<clinic>/<study>/")
+    p.add_argument("local_dir", help="the study folder (read for each file's size and sha256)")
+    p.add_argument("--clinic", required=True, help="the clinic the URLs are for: the first folder below the source prefix")
+    p.add_argument("--expires", type=int, default=3600, help="seconds the URLs stay valid (1 to 604800, S3's maximum; default 3600)")
+    p.add_argument("-o", "--out", default="presigned", help="folder for urls.tsv and manifest.json (default: ./presigned)")
+    _add_manifest_arguments(p)
+    p.set_defaults(func=cmd_presign)
 
     p = sub.add_parser("status", help="where a study stands")
     p.add_argument("url", help="s3://BUCKET/incoming/<study>/")
