@@ -25,6 +25,7 @@ import json
 import os
 from typing import Any
 
+import boto3
 import pytest
 from deploy_cfn import ACCOUNT, STACK, Stack, allowed_pairs
 
@@ -138,9 +139,6 @@ class ClinicAws:
     """mock_aws with the data bucket, and one IAM user per clinic holding the policy."""
 
     def __init__(self, document: dict) -> None:
-        import boto3
-
-        self.boto3 = boto3
         self.admin = boto3.client("s3", region_name="us-east-1")
         self.admin.create_bucket(Bucket=DATA_BUCKET)
         self.iam = boto3.client("iam", region_name="us-east-1")
@@ -153,7 +151,7 @@ class ClinicAws:
             arn = self.iam.create_policy(PolicyName=f"{name}-uploader", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
             self.iam.attach_user_policy(UserName=name, PolicyArn=arn)
         key = self.iam.create_access_key(UserName=name)["AccessKey"]
-        return self.boto3.client("s3", region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
+        return boto3.client("s3", region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
                                  aws_secret_access_key=key["SecretAccessKey"])
 
     def clinic(self, clinic: str) -> Any:
