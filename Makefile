@@ -14,13 +14,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-## Independent DICOM tools the tests decode with (Debian's GDCM); installed when missing.
+## Independent DICOM tools the tests decode with (Debian's GDCM), and curl for the README's
+## presigned-upload loop (tests/test_presign.py); installed when missing.
 tools:
-	@{ command -v gdcmconv && command -v unzip && command -v bsdtar; } >/dev/null 2>&1 || { \
-	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks"; \
-	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip libarchive-tools) >/dev/null; }
+	@{ command -v gdcmconv && command -v unzip && command -v bsdtar && command -v curl; } >/dev/null 2>&1 || { \
+	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks, and curl"; \
+	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip libarchive-tools curl) >/dev/null; }
 
-test: $(STAMP) tools
+# checkov-install (deploy.mk): the scanner tests/deploy/test_checkov.py runs, in .venv-checkov.
+test: $(STAMP) tools checkov-install
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
@@ -31,6 +33,6 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) .venv-checkov build .pytest_cache
 
 -include deploy.mk

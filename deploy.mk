@@ -6,6 +6,7 @@
 #   make -f deploy.mk package-all             # both, one after the other
 #   make -f deploy.mk deploy STAGE=prod       # real AWS credentials needed; never in CI
 #   make -f deploy.mk package-clean
+#   make -f deploy.mk checkov                 # package, then scan the template as a reviewer would
 #
 # Output: build/package/$(ARCH)/{dicom-compression.zip, cloudformation-template-*.json,
 # serverless-state.json}. `package` lints the template with cfn-lint and prints the
@@ -28,6 +29,14 @@ DEPLOY_PIP := .venv/bin/pip
 CFN_LINT := .venv/bin/cfn-lint
 CFN_LINT_VERSION := 1.58.0
 NPM_STAMP := node_modules/.deploy-npm-ci.stamp
+# checkov pins dozens of packages (boto3, jsonschema, ...) that conflict with the project's:
+# it gets a venv of its own. tests/deploy/test_checkov.py runs it on the packaged templates.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+# Offline: no Prisma Cloud guideline download, no PyPI update check.
+CHECKOV_ENV := BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true
 SLS := npx --no-install sls
 
 # Packaging never talks to AWS: dummy credentials, no config/credential files, a fixed
@@ -39,7 +48,7 @@ SLS_OFFLINE_ENV := \
 	AWS_EC2_METADATA_DISABLED=true SLS_TELEMETRY_DISABLED=1 SLS_NOTIFICATIONS_MODE=off \
 	SLS_PYTHON_BIN=$(abspath $(DEPLOY_PY))
 
-.PHONY: package package-all package-clean deploy
+.PHONY: package package-all package-clean deploy checkov checkov-install
 
 # `npm ci` when node_modules is missing or older than the lock file.
 $(NPM_STAMP): package.json package-lock.json
@@ -48,6 +57,18 @@ $(NPM_STAMP): package.json package-lock.json
 
 $(CFN_LINT):
 	$(DEPLOY_PIP) install --quiet 'cfn-lint==$(CFN_LINT_VERSION)'
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(or $(PYTHON),python3) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	@touch $@
+
+checkov-install: $(CHECKOV_STAMP)
+
+# Every finding is either fixed or skipped in serverless.yml with a one-line reason.
+checkov: package $(CHECKOV_STAMP)
+	env $(CHECKOV_ENV) $(CHECKOV) -f $(SLS_TEMPLATE) --framework cloudformation --skip-download --compact --quiet
 
 package: $(NPM_STAMP) $(CFN_LINT)
 	@case "$(ARCH)" in arm64|x86_64) ;; *) echo "ARCH must be arm64 or x86_64, got '$(ARCH)'" >&2; exit 2;; esac

@@ -1,4 +1,4 @@
-"""Command line: ``compress`` a local folder now; ``local``, ``submit`` and ``status`` talk to the stack."""
+"""Command line: ``compress`` a local folder now; ``local``, ``submit``, ``presign`` and ``status`` talk to the stack."""
 
 from __future__ import annotations
 
@@ -92,9 +92,8 @@ def cmd_local(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    from pipeline.local.submit import submit_study
-
+def _manifest_options(args: argparse.Namespace) -> dict[str, object]:
+    """The manifest's settings from ``submit``'s and ``presign``'s shared options."""
     options: dict[str, object] = {}
     if args.rate is not None:
         options["compressionRate"] = args.rate
@@ -108,8 +107,38 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["overwriteExisting"] = True
     if args.metadata:
         options["metadata"] = json.loads(args.metadata)
-    result = submit_study(args.local_dir, args.url, marker="ready" if args.ready else "manifest", options=options)
+    return options
+
+
+def _add_manifest_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--rate", type=float)
+    group.add_argument("--lossless", action="store_true")
+    p.add_argument("--codec", choices=["j2k", "htj2k"])
+    p.add_argument("--output-filename")
+    p.add_argument("--overwrite", action="store_true", help="overwriteExisting: true")
+    p.add_argument("--metadata", help="JSON echoed into the result and the event")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipeline.local.submit import submit_study
+
+    marker = "ready" if args.ready else "manifest"
+    result = submit_study(args.local_dir, args.url, marker=marker, options=_manifest_options(args))
     print(f"uploaded {result['files']} files to s3://{result['bucket']}/{result['prefix']}, then {result['marker']}")
+    return 0
+
+
+def cmd_presign(args: argparse.Namespace) -> int:
+    from pipeline.local.presign import PresignError, presign_study
+
+    try:
+        made = presign_study(args.url, args.local_dir, clinic=args.clinic, expires=args.expires,
+                             out_dir=args.out, options=_manifest_options(args))
+    except PresignError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(made.summary_lines()))
     return 0
 
 
@@ -168,14 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("local_dir")
     p.add_argument("url", help="s3://BUCKET/incoming/<study>/")
     p.add_argument("--ready", action="store_true", help="write _READY instead of manifest.json")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--rate", type=float)
-    group.add_argument("--lossless", action="store_true")
-    p.add_argument("--codec", choices=["j2k", "htj2k"])
-    p.add_argument("--output-filename")
-    p.add_argument("--overwrite", action="store_true", help="overwriteExisting: true")
-    p.add_argument("--metadata", help="JSON echoed into the result and the event")
+    _add_manifest_arguments(p)
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("presign", help="presigned PUT URLs for every file of a study, then its manifest.json (for clinics without AWS credentials)")
+    p.add_argument("url", help="s3://BUCKET/incoming/<clinic>/<study>/")
+    p.add_argument("local_dir", help="the study folder (read for each file's size and sha256)")
+    p.add_argument("--clinic", required=True, help="the clinic the URLs are for: the first folder below the source prefix")
+    p.add_argument("--expires", type=int, default=3600, help="seconds the URLs stay valid (1 to 604800, S3's maximum; default 3600)")
+    p.add_argument("-o", "--out", default="presigned", help="folder for urls.tsv and manifest.json (default: ./presigned)")
+    _add_manifest_arguments(p)
+    p.set_defaults(func=cmd_presign)
 
     p = sub.add_parser("status", help="where a study stands")
     p.add_argument("url", help="s3://BUCKET/incoming/<study>/")

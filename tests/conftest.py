@@ -1,10 +1,12 @@
-"""Shared fixtures: the real corpus (../shared/dicom-corpus), the committed study, settings."""
+"""Shared fixtures: the real corpus (../shared/dicom-corpus), the committed study, settings, a local stack."""
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +36,20 @@ def manifest(corpus: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="session")
 def fixture_study() -> Path:
     return FIXTURE_STUDY
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """One moto server + the deployed resources per test module (``VISIBILITY_TIMEOUT`` in the module)."""
+    from pipeline.local.stack import RunningStack
+
+    visibility = getattr(request.module, "VISIBILITY_TIMEOUT", 10)
+    with RunningStack(visibility_timeout=visibility) as running:
+        from handlers import worker
+
+        saved = worker.metrics.namespace
+        worker.metrics.namespace = running.env()["POWERTOOLS_METRICS_NAMESPACE"]  # read at import time
+        try:
+            yield running
+        finally:
+            worker.metrics.namespace = saved

@@ -26,8 +26,35 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return parsed.netloc, prefix if prefix.endswith("/") or not prefix else prefix + "/"
 
 
-def _local_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p.name not in ("_READY", "manifest.json"))
+#: Trigger objects: never part of a study, so a local copy of one is never uploaded as a file.
+MARKERS = ("_READY", "manifest.json")
+
+
+def study_files(root: Path) -> list[Path]:
+    """The study folder's regular files (symlinks and markers left out), sorted."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p.name not in MARKERS)
+
+
+def file_entry(root: Path, path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """The manifest's line for one file: its path below ``root``, size and sha256, which the
+    worker checks so a partial upload is never compressed. ``data``: the bytes already read
+    (``submit`` uploads them); otherwise the file is hashed as a stream."""
+    rel = path.relative_to(root).as_posix()
+    if data is not None:
+        return {"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        size = fh.tell()
+    return {"path": rel, "size": size, "sha256": digest}
+
+
+def build_manifest(files: list[dict[str, Any]], options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``manifest.json``: the settings in ``options`` and exactly these files."""
+    return {**(options or {}), "files": files}
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2).encode()
 
 
 def submit_study(
@@ -42,20 +69,20 @@ def submit_study(
     root = Path(local_dir)
     bucket, prefix = parse_s3_url(url)
     s3 = client("s3")
-    files = _local_files(root)
+    files = study_files(root)
 
     def upload(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
-        rel = path.relative_to(root).as_posix()
-        s3.put_object(Bucket=bucket, Key=prefix + rel, Body=data)
-        return {"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        entry = file_entry(root, path, data)
+        s3.put_object(Bucket=bucket, Key=prefix + entry["path"], Body=data)
+        return entry
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         listed = list(pool.map(upload, files))
     result: dict[str, Any] = {"bucket": bucket, "prefix": prefix, "files": len(listed), "listed": listed, "marker": None}
     if marker == "manifest":
-        manifest = {**(options or {}), "files": listed}
-        s3.put_object(Bucket=bucket, Key=prefix + "manifest.json", Body=json.dumps(manifest, indent=2).encode())
+        manifest = build_manifest(listed, options)
+        s3.put_object(Bucket=bucket, Key=prefix + "manifest.json", Body=manifest_bytes(manifest))
         result.update(marker="manifest.json", manifest=manifest)
     elif marker == "ready":
         s3.put_object(Bucket=bucket, Key=prefix + "_READY", Body=b"")

@@ -11,6 +11,9 @@ ones. What the local stack changes, and why (each is explicit here, nothing else
   created: ``pipeline.local.worker`` plays Lambda, and moto would try to run the mapping in
   Docker. Resources that reference them (the function-errors alarm) go with them, as do
   Serverless' own deployment bucket and its policy.
+- The clinic uploaders' managed policy is not created: the local stack enforces no IAM, so it
+  would only be stored (and moto's CloudFormation keeps the ``AWS::NoValue`` of its optional
+  KMS statement, then rejects the document). tests/deploy/test_clinic_access.py enforces it.
 - moto's CloudFormation ignores a bucket's ``NotificationConfiguration``: it is applied through
   the S3 API afterwards, from the template's own values (queue ARNs resolved by moto).
 - moto resolves ``Ref`` to an ``AWS::Events::EventBus`` to an object, not the bus name: such
@@ -54,6 +57,8 @@ LAMBDA_TYPES = frozenset({
     "AWS::IAM::Policy", "AWS::Logs::LogGroup",
 })
 SERVERLESS_OWN = frozenset({"ServerlessDeploymentBucket", "ServerlessDeploymentBucketPolicy"})
+# IAM for principals outside the stack (clinics): nothing to enforce it locally.
+UNENFORCED_LOCALLY = frozenset({"AWS::IAM::ManagedPolicy"})
 _SUB_REF = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z0-9.]+)?\}")
 
 
@@ -183,8 +188,9 @@ class LocalTemplate:
         self.function_env: dict[str, Any] = (
             resources[self.function_id].get("Properties", {}).get("Environment", {}).get("Variables", {}))
 
-        # Lambda's part, Serverless' deployment bucket, and whatever refers to them.
-        dropped = {k for k, v in resources.items() if v["Type"] in LAMBDA_TYPES} | (SERVERLESS_OWN & set(resources))
+        # Lambda's part, Serverless' deployment bucket, the clinics' policy, and whatever refers to them.
+        dropped = {k for k, v in resources.items() if v["Type"] in LAMBDA_TYPES | UNENFORCED_LOCALLY}
+        dropped |= SERVERLESS_OWN & set(resources)
         while True:
             more = {k for k, v in resources.items() if k not in dropped and _depends_on(v) & dropped}
             if not more:

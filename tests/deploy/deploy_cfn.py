@@ -42,9 +42,16 @@ class Stack:
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NoValue": NO_VALUE,
         }
-        self.conditions = {
-            name: bool(self.eval(expr)) for name, expr in template.get("Conditions", {}).items()
-        }
+        self._condition_exprs: dict[str, Any] = template.get("Conditions", {})
+        self.conditions: dict[str, bool] = {}
+        for name in self._condition_exprs:
+            self.condition(name)
+
+    def condition(self, name: str) -> bool:
+        """A Condition's value; one may refer to another (``{"Condition": name}``)."""
+        if name not in self.conditions:
+            self.conditions[name] = bool(self.eval(self._condition_exprs[name]))
+        return self.conditions[name]
 
     # ------------------------------------------------------------------ resources
     def exists(self, logical_id: str) -> bool:
@@ -113,7 +120,7 @@ class Stack:
                 return sep.join(self.eval(items))
             if key == "Fn::If":
                 cond, yes, no = arg
-                return self.eval(yes if self.conditions[cond] else no)
+                return self.eval(yes if self.condition(cond) else no)
             if key == "Fn::Equals":
                 a, b = self.eval(arg)
                 return a == b
@@ -124,7 +131,7 @@ class Stack:
             if key == "Fn::Or":
                 return any(self.eval(arg))
             if key == "Condition":
-                return self.conditions[arg]
+                return self.condition(arg)
             if key.startswith("Fn::"):
                 raise NotImplementedError(key)
         out = {}

@@ -77,6 +77,12 @@ def test_sqs_trigger_batch_size_one_with_partial_failures(stack: Stack) -> None:
     assert 2 <= props["ScalingConfig"]["MaximumConcurrency"] <= reserved
 
 
+def test_log_group_kms_is_the_shared_key_option(templates: dict) -> None:
+    key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert "KmsKeyId" not in Stack(templates["arm64"]).props("WorkerLogGroup")
+    assert Stack(templates["arm64"], BucketKmsKeyArn=key).props("WorkerLogGroup")["KmsKeyId"] == key
+
+
 # ------------------------------------------------------------------ queues
 def test_study_queue_visibility_and_redrive(stack: Stack) -> None:
     queue = stack.props("StudyQueue")
@@ -193,6 +199,53 @@ def test_target_bucket_param(templates: dict) -> None:
     assert env["TARGET_BUCKET"] == "clinic-outputs"
 
 
+# ------------------------------------------------------------------ access logs
+def test_data_bucket_access_log_goes_to_its_own_bucket(stack: Stack, template: dict) -> None:
+    logging = stack.props("DataBucket")["LoggingConfiguration"]
+    assert logging == {
+        "DestinationBucketName": "{AccessLogBucket}",
+        "LogFilePrefix": "s3-access/",
+        "TargetObjectKeyFormat": {"PartitionedPrefix": {"PartitionDateSource": "EventTime"}},
+    }
+    depends = template["Resources"]["DataBucket"]["DependsOn"]
+    assert "AccessLogBucketPolicy" in depends  # delivery is allowed before logging starts
+
+    logs = stack.props("AccessLogBucket")
+    (sse,) = logs["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}  # S3 delivers logs to SSE-S3 only
+    assert set(logs["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(logs["PublicAccessBlockConfiguration"]) == 4
+    assert logs["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    (rule,) = logs["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled" and rule["ExpirationInDays"] == 365
+    assert "Prefix" not in rule and "Filter" not in rule  # every log file expires
+    for attr in ("DeletionPolicy", "UpdateReplacePolicy"):
+        assert template["Resources"]["AccessLogBucket"][attr] == "Retain"
+    outputs = stack.template["Outputs"]
+    assert stack.eval(outputs["AccessLogBucketName"]["Value"]) == "{AccessLogBucket}"
+
+
+def test_access_log_bucket_admits_only_the_data_buckets_log_delivery(stack: Stack) -> None:
+    policy = stack.props("AccessLogBucketPolicy")
+    assert policy["Bucket"] == "{AccessLogBucket}"
+    allow, deny = policy["PolicyDocument"]["Statement"]
+    assert allow["Effect"] == "Allow"
+    assert allow["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert allow["Action"] == "s3:PutObject"
+    assert allow["Resource"] == "{AccessLogBucket.Arn}/s3-access/*"
+    assert allow["Condition"] == {"ArnLike": {"aws:SourceArn": BUCKET_ARN},
+                                  "StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert sorted(deny["Resource"]) == ["{AccessLogBucket.Arn}", "{AccessLogBucket.Arn}/*"]
+
+
+def test_existing_bucket_has_no_access_log_bucket(templates: dict) -> None:
+    """An existing bucket's logging is its owner's (README "Security")."""
+    stack = Stack(templates["arm64"], ExistingBucketName="clinic-studies")
+    assert not stack.exists("AccessLogBucket") and not stack.exists("AccessLogBucketPolicy")
+
+
 # ------------------------------------------------------------------ events
 def test_event_bus_and_rule_to_notification_queue(stack: Stack) -> None:
     assert stack.props("StudyEventBus")["Name"] == STACK
@@ -242,6 +295,31 @@ def test_email_notifications_only_with_address(templates: dict) -> None:
         assert stack.props(alarm)["AlarmActions"] == ["{NotificationTopic}"]
 
 
+def test_notification_topic_is_encrypted_with_a_customer_managed_key(templates: dict) -> None:
+    """EventBridge and CloudWatch alarms cannot publish to a topic under the AWS-managed
+    alias/aws/sns key: without BucketKmsKeyArn the stack makes the topic a key of its own."""
+    assert not Stack(templates["arm64"]).exists("NotificationTopicKey")
+    stack = Stack(templates["arm64"], NotificationEmail="ops@example.org")
+    assert stack.props("NotificationTopic")["KmsMasterKeyId"] == "{NotificationTopicKey.Arn}"
+    key = stack.props("NotificationTopicKey")
+    assert key["EnableKeyRotation"] is True
+    statements = {st["Sid"]: st for st in key["KeyPolicy"]["Statement"]}
+    assert {sid: st["Principal"] for sid, st in statements.items()} == {
+        "AccountAdministersTheKey": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+        "StudyEventsRulePublishes": {"Service": "events.amazonaws.com"},
+        "ThisAccountsAlarmsPublish": {"Service": "cloudwatch.amazonaws.com"},
+    }
+    for sid in ("StudyEventsRulePublishes", "ThisAccountsAlarmsPublish"):
+        assert statements[sid]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert statements["ThisAccountsAlarmsPublish"]["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    assert all(st["Effect"] == "Allow" for st in statements.values())
+
+    shared = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    stack = Stack(templates["arm64"], NotificationEmail="ops@example.org", BucketKmsKeyArn=shared)
+    assert stack.props("NotificationTopic")["KmsMasterKeyId"] == shared
+    assert not stack.exists("NotificationTopicKey")
+
+
 # ------------------------------------------------------------------ alarms
 def _alarm(stack: Stack, namespace: str, metric: str) -> dict:
     found = [
@@ -278,6 +356,7 @@ def test_outputs(stack: Stack) -> None:
     assert outputs["StudyDeadLetterQueueUrl"] == "{StudyDeadLetterQueue}"
     assert outputs["NotificationQueueUrl"] == "{NotificationQueue}"
     assert outputs["EventBusName"] == "{StudyEventBus}"
+    assert outputs["ClinicUploaderPolicyArn"] == "{ClinicUploaderPolicy}"  # Ref of a managed policy: its ARN
 
 
 def test_template_has_the_expected_resources(stack: Stack) -> None:
@@ -297,14 +376,19 @@ def test_template_has_the_expected_resources(stack: Stack) -> None:
         "WorkerLambdaFunction": "AWS::Lambda::Function",
         "WorkerLogGroup": "AWS::Logs::LogGroup",
         "IamRoleLambdaExecution": "AWS::IAM::Role",
+        "AccessLogBucket": "AWS::S3::Bucket",
+        "AccessLogBucketPolicy": "AWS::S3::BucketPolicy",
+        "ClinicUploaderPolicy": "AWS::IAM::ManagedPolicy",
     }
     for rid, rtype in expected.items():
         assert types.get(rid) == rtype, rid
 
 
 def test_serverless_yml_uses_no_aws_calling_variables() -> None:
-    """${aws:...}, ${ssm:...}, ${cf:...}, ${s3:...} would make packaging call AWS."""
+    """${aws:...}, ${ssm:...}, ${cf:...}, ${s3:...} would make packaging call AWS. An escaped
+    \\${aws:PrincipalTag/clinic} is no variable: Serverless writes it out for IAM to resolve."""
     text = (REPO / "serverless.yml").read_text()
     code = "\n".join(line.split(" #", 1)[0] for line in text.splitlines()
                      if not line.lstrip().startswith("#"))
-    assert not re.findall(r"\$\{(?:aws|ssm|cf|s3|secretsmanager)(?:\([^)]*\))?:", code)
+    assert not re.findall(r"(?<!\\)\$\{(?:aws|ssm|cf|s3|secretsmanager)(?:\([^)]*\))?:", code)
+    assert "\\${aws:PrincipalTag/clinic}" in code  # the escape the lookbehind lets through

@@ -190,6 +190,7 @@ def test_local_template_drops_only_lambdas_part(templates) -> None:
     packaged = templates[_arch()]
     local = LocalTemplate(packaged, visibility_timeout=LOCAL_VISIBILITY_TIMEOUT)
     assert local.dropped == sorted([
+        "ClinicUploaderPolicy",  # no IAM enforcement locally (test_clinic_access.py enforces it)
         "IamRoleLambdaExecution", "ServerlessDeploymentBucket", "ServerlessDeploymentBucketPolicy",
         "WorkerErrorsAlarm", "WorkerEventSourceMappingSQSStudyQueue", "WorkerKmsPolicy",
         "WorkerLambdaFunction", "WorkerLogGroup",

@@ -8,9 +8,7 @@ real DICOM from the corpus. Select with ``-m reliability``; see RELIABILITY.md f
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,18 +32,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.reliability)
 
 
-@pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """One moto server + the deployed resources per test module (``VISIBILITY_TIMEOUT`` in the module)."""
-    from pipeline.local.stack import RunningStack
-
-    visibility = getattr(request.module, "VISIBILITY_TIMEOUT", 10)
-    with RunningStack(visibility_timeout=visibility) as running:
-        from handlers import worker
-
-        saved = worker.metrics.namespace
-        worker.metrics.namespace = running.env()["POWERTOOLS_METRICS_NAMESPACE"]  # read at import time
-        try:
-            yield running
-        finally:
-            worker.metrics.namespace = saved
+# The module-scoped ``stack`` fixture (moto server + resources) is in tests/conftest.py.
