@@ -31,6 +31,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	cd bench/dcmjs && npm ci --no-audit --no-fund --silent
 	$(PY) -m bench
+	$(PY) -m bench.large
 
 clean:
 	rm -rf $(VENV) .venv-checkov build .pytest_cache

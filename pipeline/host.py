@@ -32,6 +32,15 @@ def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self
     ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, read in this process's own cgroup and every
     ancestor (a container sees its cgroup at ``root``; a systemd service with ``CPUQuota=`` sits
     below it; a parent's limit binds its children). ``None``: no limit found."""
+    v2, v1 = _membership(membership, "cpu")
+    found = [_v2_quota(folder) for folder in _ancestors(root, v2)]
+    found += [_v1_quota(folder) for mount in ("cpu", "cpu,cpuacct") for folder in _ancestors(f"{root}/{mount}", v1)]
+    limits = [q for q in found if q is not None]
+    return min(limits) if limits else None
+
+
+def _membership(membership: str, v1_controller: str) -> tuple[str, str]:
+    """This process's cgroup path in the v2 hierarchy and in the v1 hierarchy of a controller."""
     v2, v1 = "/", "/"
     try:
         with open(membership) as fh:
@@ -39,14 +48,11 @@ def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self
                 hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
                 if hierarchy == "0" and not controllers:
                     v2 = path
-                elif "cpu" in controllers.split(","):
+                elif v1_controller in controllers.split(","):
                     v1 = path
     except (OSError, ValueError):
         pass
-    found = [_v2_quota(folder) for folder in _ancestors(root, v2)]
-    found += [_v1_quota(folder) for mount in ("cpu", "cpu,cpuacct") for folder in _ancestors(f"{root}/{mount}", v1)]
-    limits = [q for q in found if q is not None]
-    return min(limits) if limits else None
+    return v2, v1
 
 
 def _ancestors(base: str, path: str) -> list[str]:
@@ -74,17 +80,7 @@ def _v1_quota(folder: str) -> float | None:
 
 def _ancestor_values(root: str, membership: str, v2_file: str, v1_controller: str, v1_file: str) -> list[str]:
     """The contents of a cgroup file in this process's own cgroup and every ancestor (v2 and v1)."""
-    v2, v1 = "/", "/"
-    try:
-        with open(membership) as fh:
-            for line in fh:
-                hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
-                if hierarchy == "0" and not controllers:
-                    v2 = path
-                elif v1_controller in controllers.split(","):
-                    v1 = path
-    except (OSError, ValueError):
-        pass
+    v2, v1 = _membership(membership, v1_controller)
     found = []
     for folder, name in [(f, v2_file) for f in _ancestors(root, v2)] + [(f, v1_file) for f in _ancestors(f"{root}/{v1_controller}", v1)]:
         try:

@@ -238,7 +238,7 @@ def check_event_shape(event: Event, *, bucket: str) -> None:
         assert set(detail["totals"]) == EVENT_TOTAL_KEYS
         assert set(detail["verification"]) == {"bitExact", "lossy", "minPsnrDb", "minRangePsnrDb", "maxAbsError"}
         assert detail.get("error") is None  # README shows "error": null; the code leaves it out
-        assert set(detail["settings"]) == {"mode", "rate", "codec", "verify"}
+        assert set(detail["settings"]) == {"mode", "rate", "codec", "verify", "minPsnrDb"}
     else:
         assert detail["status"] == "failed"
         assert set(detail["error"]) == {"code", "message"}

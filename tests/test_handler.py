@@ -213,7 +213,7 @@ def test_fixture_study_end_to_end(aws: Aws, fixture_study: Path, capsys: pytest.
     assert detail["status"] == "succeeded"
     assert detail["study"] == {"bucket": aws.stack.bucket, "prefix": prefix, "marker": "_READY"}
     assert detail["output"] == {"bucket": aws.stack.bucket, "zipKey": zip_key, "recordKey": record_key}
-    assert detail["settings"] == {"mode": "lossy", "rate": 100.0, "codec": "j2k", "verify": True}
+    assert detail["settings"] == {"mode": "lossy", "rate": 100.0, "codec": "j2k", "verify": True, "minPsnrDb": 40.0}
     assert detail["metadata"] is None
     assert detail["inputFingerprint"] == record["inputFingerprint"]
     assert detail["totals"]["files"] == 11 and detail["totals"]["bytesOut"] == len(zip_bytes)

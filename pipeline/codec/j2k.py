@@ -34,6 +34,20 @@ def native_contiguous(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+def _encode(frame: np.ndarray, spec: FrameSpec, **quality: list[float]) -> bytes:
+    import openjpeg  # heavy native import, only where encoding happens
+
+    return bytes(
+        openjpeg.encode(
+            native_contiguous(frame),
+            bits_stored=spec.bits_stored,
+            photometric_interpretation=_colour_code(spec.photometric),
+            use_mct=spec.photometric == "RGB",
+            **quality,
+        )
+    )
+
+
 class J2KCodec(Jpeg2000Family):
     """Reversible 5/3 (lossless) or irreversible 9/7 at a target rate (lossy)."""
 
@@ -49,21 +63,10 @@ class J2KCodec(Jpeg2000Family):
         import openjpeg  # noqa: F401
 
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
-        import openjpeg  # heavy native import, only where encoding happens
-
-        kwargs = {}
-        if self.lossy:
-            # OpenJPEG's rate is relative to Bits Stored; ours to the allocated size (pydicom's j2k_cr).
-            kwargs["compression_ratios"] = [float(self.rate) * spec.bits_stored / spec.bits_allocated]
-        return bytes(
-            openjpeg.encode(
-                native_contiguous(frame),
-                bits_stored=spec.bits_stored,
-                photometric_interpretation=_colour_code(spec.photometric),
-                use_mct=spec.photometric == "RGB",
-                **kwargs,
-            )
-        )
+        if not self.lossy:
+            return _encode(frame, spec)
+        # OpenJPEG's rate is relative to Bits Stored; ours to the allocated size (pydicom's j2k_cr).
+        return _encode(frame, spec, compression_ratios=[float(self.rate) * spec.bits_stored / spec.bits_allocated])
 
     def decode(self, codestream: bytes) -> np.ndarray:
         import openjpeg
@@ -71,18 +74,8 @@ class J2KCodec(Jpeg2000Family):
         return openjpeg.decode(codestream)
 
     def encode_for_psnr(self, frame: np.ndarray, spec: FrameSpec, psnr_db: float) -> bytes:
-        import openjpeg
-
         # OpenJPEG's PSNR-targeted layer (its PSNR is against 2**precision - 1, as asked here).
-        return bytes(
-            openjpeg.encode(
-                native_contiguous(frame),
-                bits_stored=spec.bits_stored,
-                photometric_interpretation=_colour_code(spec.photometric),
-                use_mct=spec.photometric == "RGB",
-                signal_noise_ratios=[float(psnr_db)],
-            )
-        )
+        return _encode(frame, spec, signal_noise_ratios=[float(psnr_db)])
 
     def lossless_twin(self) -> "J2KCodec":
         return J2KCodec(None)
