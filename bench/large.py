@@ -13,7 +13,6 @@ worktree of REV, for a before/after table in one run. The results go to
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
@@ -64,6 +63,8 @@ def _summary(record: dict[str, Any], seconds: float, mem: TreeMemorySampler) -> 
     return {
         "seconds": round(seconds, 2),
         "peak_rss_mb": round(mem.peak_rss_kb / 1024, 1),
+        "peak_pss_mb": round(mem.peak_pss_kb / 1024, 1),  # shared pages counted once
+        "at_peak_main_pss_mb": round(mem.at_peak[1] / 1024, 1),
         "cpu_s": round(mem.cpu_seconds, 2),
         "status": record["status"],
         "actions": sorted({f"{f['action']}: {f.get('reason') or f.get('transferSyntaxOut')}"[:120] for f in files}),

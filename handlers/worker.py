@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Metrics, Tracer
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from pipeline.observability import logger
+from pipeline.observability import logger, make_tracer
 from pipeline.service import DeadLetter, RetryLater, ServiceConfig, run_trigger
 from pipeline.trigger.events import Dropped, parse_body
 
-tracer = Tracer()
+tracer = make_tracer()
 metrics = Metrics()
 # With batch size 1 every retry is a whole-batch failure: report it as such, not as a Lambda error.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

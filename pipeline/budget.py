@@ -54,7 +54,7 @@ class MemoryBudget:
         return cls(
             in_flight=in_flight,
             stream_threshold=max(in_flight // 8, 256 * 1024),
-            spool_memory=in_flight // 4,
+            spool_memory=in_flight // 16,
             memory=memory,
         )
 

@@ -8,7 +8,30 @@ silenced in :mod:`pipeline.files.process` for that reason.
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 from aws_lambda_powertools import Logger
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "dicom-compression"))
+
+
+class _Untraced:
+    """Stands in for powertools' Tracer where tracing is off: its decorators change nothing."""
+
+    def capture_lambda_handler(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        return handler
+
+    def capture_method(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        return method
+
+
+def make_tracer() -> Any:
+    """powertools' Tracer (X-Ray) where tracing is on, else a stand-in. The X-Ray SDK it imports
+    costs ~20 MB of heap here, and again in every encoder forked from this process, plus import
+    time: nothing to pay for where ``POWERTOOLS_TRACE_DISABLED`` turns tracing off (the local
+    stack; on Lambda it is on)."""
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+        return _Untraced()
+    from aws_lambda_powertools import Tracer
+
+    return Tracer()

@@ -13,7 +13,7 @@ from pipeline.study.source import CHUNK, ObjectReader, SourceError, StudySource
 
 #: Bytes per ranged GET: large enough that request overhead is small, small enough that the
 #: block being read plus the one being fetched stay a small part of the memory budget.
-RANGE_BLOCK = 4 * 1024 * 1024
+RANGE_BLOCK = 2 * 1024 * 1024
 
 
 class S3StudySource(StudySource):
