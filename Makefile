@@ -14,11 +14,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-## Independent DICOM tools the tests decode with (Debian's GDCM); installed when missing.
+## Independent DICOM tools the tests decode with (Debian's GDCM), and the browser the quality
+## report is rendered in (Debian's Chromium, headless; its fonts); each installed when missing.
 tools:
 	@{ command -v gdcmconv && command -v unzip && command -v bsdtar; } >/dev/null 2>&1 || { \
 	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks"; \
 	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip libarchive-tools) >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Chromium (Debian chromium) for the quality report's browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation fonts-dejavu-core) >/dev/null; }
 
 test: $(STAMP) tools
 	$(PY) -m pytest -q
