@@ -94,7 +94,7 @@ def quality_chart(series: Series, floor: float | None, shown: Iterable[str] = ()
     if floor is not None and measures:
         fy = y_db(floor)
         parts.append(f'<line x1="{_LEFT}" y1="{fy:.1f}" x2="{_LEFT + plot_w}" y2="{fy:.1f}" stroke="{_FLOOR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
-                     f'<text x="{_LEFT + 4}" y="{fy - 4:.1f}" class="tick" fill="{_FLOOR}">floor {_fmt(floor)} dB</text>')
+                     f'<text x="{_LEFT + plot_w - 4}" y="{fy - 4:.1f}" text-anchor="end" class="tick" fill="{_FLOOR}">floor {_fmt(floor)} dB</text>')
     for pos, image, ratio in points:
         m = image.measure
         if m is None:

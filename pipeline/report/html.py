@@ -34,7 +34,7 @@ figure{margin:0;background:#000;color:#e5e7eb;padding:6px;border-radius:4px}figc
 figure img{display:block}img.px{image-rendering:pixelated}
 .none{display:flex;align-items:center;justify-content:center;text-align:center;color:#9ca3af;font-size:12px}
 svg.chart{display:block;max-width:100%;height:auto}svg .tick{font-size:11px;fill:#4b5563}svg .ratio{fill:#6b7280}svg .axis{font-size:11px;fill:#374151}
-.legend span{display:inline-block;margin-right:14px;font-size:12px}.dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:4px}
+summary{cursor:pointer;color:#1d4ed8;margin:4px 0}.legend span{display:inline-block;margin-right:14px;font-size:12px}.dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:4px}
 """
 
 
@@ -135,18 +135,33 @@ def _series_table(series: Sequence[Series], detailed: set[str], floor: float | N
     return (f'<h2>Series</h2><table class="list"><tr>{"".join(head)}</tr>{_rows(rows, limit, len(head), "series")}</table>{note}')
 
 
+#: The floor's decisions in words.
+FLOOR_ACTIONS = {"met": "met", "reencoded": "re-encoded", "lossless": "made lossless", "off": "off"}
+#: Tables longer than this start folded (an HTML <details>: no script needed to unfold them).
+FOLD_ROWS = 15
+
+
+def _table(head: str, rows: Sequence[str], limit: int, columns: int, what: str) -> str:
+    table = f'<table class="list">{head}{_rows(rows, limit, columns, what)}</table>'
+    if len(rows) <= FOLD_ROWS:
+        return table
+    return f"<details><summary>{len(rows):,} {escape(what)}</summary>{table}</details>"
+
+
 def _floor(record: Mapping[str, Any], floor: float | None, limit: int) -> str:
     files = [f for f in record.get("files") or [] if isinstance(f.get("floor"), Mapping)]
     if floor is None and not files:
         return ""
     counts: dict[str, int] = {}
     for f in files:
-        counts[str(f["floor"].get("action"))] = counts.get(str(f["floor"].get("action")), 0) + 1
+        action = FLOOR_ACTIONS.get(str(f["floor"].get("action")), str(f["floor"].get("action")))
+        counts[action] = counts.get(action, 0) + 1
     summary = ", ".join(f"{n:,} {escape(action)}" for action, n in sorted(counts.items())) or "no image measured against it"
-    rows = [f'<tr><td class="path">{escape(str(f["path"]))}</td><td>{escape(str(f["floor"].get("action")))}</td>'
+    rows = [f'<tr><td class="path">{escape(str(f["path"]))}</td>'
+            f'<td>{escape(FLOOR_ACTIONS.get(str(f["floor"].get("action")), str(f["floor"].get("action"))))}</td>'
             f'<td>{escape(str(f["floor"].get("detail") or ""))}</td></tr>'
             for f in files if f["floor"].get("action") not in ("met", "off")]
-    table = (f'<table class="list"><tr><th>file</th><th>decision</th><th>detail</th></tr>{_rows(rows, limit, 3, "decisions")}</table>'
+    table = (_table("<tr><th>file</th><th>decision</th><th>detail</th></tr>", rows, limit, 3, "decisions")
              if rows else '<p class="muted">Every image met the floor at the asked rate.</p>')
     head = f"Floor {_num(floor)} dB range-PSNR" if floor is not None else "Floor"
     return f"<h2>Quality floor</h2><p>{escape(head)}: {summary}.</p>{table}"
@@ -170,7 +185,8 @@ def _panel(panel: Panel) -> str:
              f"ratio {_num(im.ratio)}:1" if im.ratio is not None else ""]
     where = f"frame {panel.frame + 1} of {panel.frames}" if panel.frames > 1 else ""
     floor = im.floor or {}
-    floor_text = f"floor: {floor.get('action')}" + (f" ({floor.get('detail')})" if floor.get("detail") else "") if floor else ""
+    action = FLOOR_ACTIONS.get(str(floor.get("action")), str(floor.get("action")))
+    floor_text = f"floor: {action}" + (f" ({floor.get('detail')})" if floor.get("detail") else "") if floor else ""
     cap = " \u00b7 ".join(escape(x) for x in [where, *facts, floor_text] if x)
     head = f'<p class="cap"><b>{escape(panel.label)}</b>: <span class="path">{escape(im.path)}</span><br>{cap}</p>'
     if panel.error:
@@ -211,18 +227,17 @@ def _kept(record: Mapping[str, Any], limit: int) -> str:
         rows = [f'<tr><td class="path">{escape(str(f["path"]))}</td><td class="n">{_bytes(f.get("bytesIn"))}</td>'
                 f'<td>{"<span class=bad>warning</span> " if f.get("warning") else ""}{escape(str(f.get("reason") or ""))}</td></tr>'
                 for f in kept]
-        out += (f'<table class="list"><tr><th>file</th><th class="n">size</th><th>reason</th></tr>'
-                f'{_rows(rows, limit, 3, "files")}</table>')
+        out += _table('<tr><th>file</th><th class="n">size</th><th>reason</th></tr>', rows, limit, 3, "files")
     else:
         out += '<p class="muted">None: every file was re-encoded.</p>'
     if ignored:
         rows = [f'<tr><td class="path">{escape(str(i.get("path")))}</td><td>{escape(str(i.get("reason") or ""))}</td></tr>' for i in ignored]
-        out += f'<h3>Not part of the study</h3><table class="list">{_rows(rows, limit, 2, "objects")}</table>'
+        out += f'<h3>Not part of the study</h3>{_table("", rows, limit, 2, "objects")}'
     per_file = {f"{f['path']}: {f.get('reason')}" for f in kept if f.get("warning")}
     study_warnings = [w for w in record.get("warnings") or [] if w not in per_file]
     if study_warnings:
         rows = [f"<tr><td>{escape(str(w))}</td></tr>" for w in study_warnings]
-        out += f'<h3>Study warnings</h3><table class="list">{_rows(rows, limit, 1, "warnings")}</table>'
+        out += f'<h3>Study warnings</h3>{_table("", rows, limit, 1, "warnings")}'
     return out
 
 
