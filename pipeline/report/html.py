@@ -249,7 +249,9 @@ def _footer(record: Mapping[str, Any]) -> str:
             "(lowest range-PSNR) and the median one are shown, the middle frame of a multi-frame object, as thumbnails: "
             "original and compressed through the same window, and the difference amplified by the stated factor "
             "(black = no error; MONOCHROME1 is shown inverted, as a viewer shows it). "
-            "Images enlarged to fit are drawn with square pixels. All measurements are over the whole object."
+            "Images enlarged to fit are drawn with square pixels. Secondary captures, ultrasound and dose or screen "
+            "images are measured but not drawn: their pixels often show names or dates. "
+            "All measurements are over the whole object."
             + (f" Pipeline {escape(str(version))}." if version else "") + "</p>")
 
 
