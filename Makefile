@@ -14,12 +14,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-## Independent DICOM tools the tests decode with (Debian's GDCM), and curl for the README's
-## presigned-upload loop (tests/test_presign.py); installed when missing.
+## Independent DICOM tools the tests decode with (Debian's GDCM), curl for the README's
+## presigned-upload loop (tests/test_presign.py), and the browser the quality report is rendered
+## in (Debian's Chromium, headless; its fonts); each installed when missing.
 tools:
 	@{ command -v gdcmconv && command -v unzip && command -v bsdtar && command -v curl; } >/dev/null 2>&1 || { \
 	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks, and curl"; \
 	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip libarchive-tools curl) >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Chromium (Debian chromium) for the quality report's browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation fonts-dejavu-core) >/dev/null; }
 
 # checkov-install (deploy.mk): the scanner tests/deploy/test_checkov.py runs, in .venv-checkov.
 test: $(STAMP) tools checkov-install
