@@ -56,10 +56,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.output) if args.output else Path(f"{source.name}.zip")
     record = write_local_outputs(
-        Study.from_source(source), out, settings, workers=workers, budget=budget, progress=_ProgressBar()
+        Study.from_source(source), out, settings, workers=workers, budget=budget, progress=_ProgressBar(),
+        report=args.report,
     )
     print("\n".join(summary_lines(record)))
     print(f"result record: {out.with_suffix('.result.json')}")
+    if record.get("output", {}).get("report"):
+        print(f"quality report: {record['output']['report']}")
     return 1 if record["status"] == "failed" else 0
 
 
@@ -181,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--lossless", action="store_true", help="JPEG 2000 lossless")
     p.add_argument("--codec", choices=["j2k", "htj2k"], help="j2k (default) or htj2k")
     p.add_argument("--no-verify", action="store_true", help="do not decode and compare the output")
+    p.add_argument("--report", action="store_true", help="also write OUT.report.html, the visual quality report")
     p.add_argument("--min-psnr", type=float, default=None, metavar="DB",
                    help="quality floor: range-PSNR every lossy image must reach (default: $MIN_PSNR_DB or 40; 0 = off)")
     p.add_argument("--workers", type=int, default=None, help="encoder processes (default: the CPUs available)")

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from pipeline.aws import client, error_code, is_transient
 from pipeline.config import CompressionSettings, settings_from_env
 from pipeline.engine import Study, compress_study
+from pipeline.outputs.report import put_s3_report
 from pipeline.files.errors import describe_error
 from pipeline.notify.eventbridge import event_detail, publish
 from pipeline.observability import logger
@@ -392,6 +393,9 @@ def _compress(job: StudyJob, remaining_ms: Callable[[], int] | None) -> dict[str
         )
         record["ignored"] = [{"path": i.path, "reason": i.reason} for i in job.study.ignored]
         record["totals"]["ignored"] = len(job.study.ignored)
+        if job.manifest and job.manifest.report:
+            if put_s3_report(record, job.study.source, s3, cfg.target_bucket, job.zip_key, run.archive.size):
+                output = {**output, "reportKey": record["output"]["reportKey"]}
         put_json(s3, cfg.target_bucket, job.record_key, record)  # last: its presence means done
         publish(client("events"), cfg.event_bus_name, event_detail(record, study=study, output=output))
         logger.info(

@@ -119,3 +119,16 @@ def test_empty_folder_exits_non_zero(tmp_path):
     assert "EmptyStudy" in proc.stdout
     assert not out.exists()
     assert json.loads((tmp_path / "out" / "e.result.json").read_text())["status"] == "failed"
+
+
+def test_compress_with_report_writes_it_next_to_the_zip(fixture_study, tmp_path):
+    out = tmp_path / "out" / "study.zip"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "compress", str(fixture_study), "-o", str(out), "--report"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = out.with_name("study.report.html")
+    assert report.exists() and report.stat().st_size > 10_000
+    record = json.loads(out.with_suffix(".result.json").read_text())
+    assert record["output"]["report"] == str(report)
+    assert f"quality report: {report}" in proc.stdout
+    assert any(line.startswith("quality floor 40 dB range-PSNR") for line in proc.stdout.splitlines())

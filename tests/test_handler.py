@@ -446,3 +446,22 @@ def test_failure_after_success_does_not_clobber_the_record(aws: Aws, small: dict
     assert event.detail_type == FAILED and event.detail["error"]["code"] == "InvalidManifest"
     assert aws.get("compressed/clobber/s1.zip") == zip_before
     assert aws.get("compressed/clobber/s1.result.json") == record_before
+
+
+def test_a_manifest_asking_for_the_report_gets_it_next_to_the_record(aws: Aws, fixture_study: Path) -> None:
+    """``"report": true``: the quality report in S3 beside the record, its key in both the record
+    and the event, built from the ZIP read back by ranged GETs."""
+    drop_test_event(aws)
+    prefix = "incoming/clinic-7/with-report/"
+    files = study_files(fixture_study)
+    aws.submit(prefix, files, marker="manifest.json", marker_body=manifest_for(files, report=True))
+    assert aws.invoke([aws.receive_one()]) == {"batchItemFailures": []}
+    record = aws.record("compressed/clinic-7/with-report.result.json")
+    assert record["status"] == "succeeded", record["warnings"]
+    key = record["output"]["reportKey"]
+    assert key == "compressed/clinic-7/with-report.report.html"
+    html = aws.get(key)
+    assert html is not None and html.startswith(b"<!DOCTYPE html") and b"data:image/png;base64," in html
+    assert b"CT1" in html  # a series (folder) of the study is shown
+    [event] = aws.new_events(prefix)
+    assert event.detail["output"]["reportKey"] == key

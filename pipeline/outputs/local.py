@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.config import CompressionSettings
 from pipeline.budget import MemoryBudget
+from pipeline.outputs.report import write_local_report
 from pipeline.engine import Progress, Study, compress_study
 from pipeline.files.errors import describe_error
 from pipeline.outputs.record import build_record, failed_record
@@ -35,6 +36,7 @@ def write_local_outputs(
     workers: int | None = None,
     budget: MemoryBudget | None = None,
     progress: Progress | None = None,
+    report: bool = False,
 ) -> dict[str, Any]:
     """Compress ``study`` to ``zip_path``; the record goes next to it, written last."""
     record_path = zip_path.with_suffix(".result.json")
@@ -45,6 +47,8 @@ def write_local_outputs(
             run = compress_study(study, _ForwardOnly(fh), settings, workers=workers, budget=budget, progress=progress)
         os.replace(tmp, zip_path)
         record = build_record(run, output={"path": str(zip_path), "record": str(record_path)})
+        if report and run.outcomes:
+            write_local_report(record, study.source, zip_path)
         if not run.outcomes:
             record = failed_record(
                 name=study.source.name, location=study.source.location, settings=settings.describe(),
