@@ -29,7 +29,7 @@ from png_reader import read_png
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian
-from report_helpers import ROOT, add_quality_floor, compress, pngs
+from report_helpers import ROOT, compress, pngs
 
 from pipeline.report import Limits, build_report, report_name, report_path
 from pipeline.report.burned_in import burned_in_risk
@@ -46,9 +46,10 @@ CORPUS_REPORT_MAX = 4_000_000
 
 @pytest.fixture(scope="module")
 def corpus_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], bytes]:
-    """The whole corpus compressed at rate 100, its record with the floor's fields, its report."""
+    """The whole corpus compressed at rate 100 with the default quality floor (the record holds
+    the floor's real decisions), and its report."""
     zip_path = tmp_path_factory.mktemp("corpus") / "corpus.zip"
-    record = add_quality_floor(compress(corpus, zip_path), corpus)
+    record = compress(corpus, zip_path)
     html = build_report(record, LocalStudySource(corpus), zip_path)
     report_path(zip_path).write_bytes(html)
     return zip_path, record, html
