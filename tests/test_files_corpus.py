@@ -132,8 +132,8 @@ def test_other_elements_unchanged_and_encapsulation_valid(mode, request):
         spp = int(src.get("SamplesPerPixel", 1))
         if spp == 3:
             assert out.PlanarConfiguration == 0
-            if src.PhotometricInterpretation == "RGB":
-                assert out.PhotometricInterpretation == ("YBR_ICT" if mode == "lossy" else "YBR_RCT")
+            if src.PhotometricInterpretation in ("RGB", "YBR_RCT"):  # no colour transform by default
+                assert out.PhotometricInterpretation == "RGB", path
         else:
             assert ("PlanarConfiguration" in out) == ("PlanarConfiguration" in src), path
             assert out.PhotometricInterpretation == src.PhotometricInterpretation
@@ -220,7 +220,7 @@ def test_output_digest_is_stable(lossless):
 
 @pytest.mark.parametrize("mode", ["lossless", "lossy"])
 def test_htj2k_option(mode, corpus, manifest):
-    """HTJ2K (.201 lossless / .203 lossy): bit-exact or near the asked ratio, readable by pydicom's decoder."""
+    """HTJ2K (.202 lossless RPCL / .203 lossy): bit-exact or near the asked ratio, readable by pydicom's decoder."""
     settings = CompressionSettings(mode=mode, codec="htj2k", min_psnr=0)  # the step search alone (the floor: test_floor.py)
     rows = [r for r in manifest if r["category"] in ("ct-series", "edge-cases/photometric-bitdepth", "multiframe")]
     pixel_in = pixel_out = compressed = 0
@@ -234,7 +234,7 @@ def test_htj2k_option(mode, corpus, manifest):
         src = pixel_array(pydicom.dcmread(BytesIO(data)), as_rgb=False)
         decoded = pixel_array(out, as_rgb=False)  # pydicom + pylibjpeg-openjpeg: an independent HTJ2K decoder
         if mode == "lossless":
-            assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.201"
+            assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.202"
             assert np.array_equal(decoded, src), row["file"]
         else:
             assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.203"

@@ -40,8 +40,9 @@ class J2KCodec(Jpeg2000Family):
     method = "ISO_15444_1"
     min_size = _MIN_SIDE
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, *, colour_transform: bool = False) -> None:
         self.rate = rate
+        self.colour_transform = colour_transform
         self.lossy = rate is not None
         self.transfer_syntax = J2K_LOSSY if self.lossy else J2K_LOSSLESS
 
@@ -60,7 +61,7 @@ class J2KCodec(Jpeg2000Family):
                 native_contiguous(frame),
                 bits_stored=spec.bits_stored,
                 photometric_interpretation=_colour_code(spec.photometric),
-                use_mct=spec.photometric == "RGB",
+                use_mct=self.uses_transform(spec),
                 **kwargs,
             )
         )
@@ -79,10 +80,10 @@ class J2KCodec(Jpeg2000Family):
                 native_contiguous(frame),
                 bits_stored=spec.bits_stored,
                 photometric_interpretation=_colour_code(spec.photometric),
-                use_mct=spec.photometric == "RGB",
+                use_mct=self.uses_transform(spec),
                 signal_noise_ratios=[float(psnr_db)],
             )
         )
 
     def lossless_twin(self) -> "J2KCodec":
-        return J2KCodec(None)
+        return J2KCodec(None, colour_transform=self.colour_transform)
