@@ -178,7 +178,10 @@ def test_lossy_attributes_and_deterministic_uid(lossy, corpus):
 
 
 def test_lossy_rate_is_about_one_hundredth_of_the_pixel_data(lossy):
-    ct = [o for p, (row, _, o) in lossy.items() if row["category"] == "ct-series" and o.action == "compressed"]
+    # The CT slices (the series' RGB screen capture aside: without the colour transform the floor
+    # holds it near 10:1, README "Interoperability").
+    ct = [o for p, (row, _, o) in lossy.items() if row["category"] == "ct-series" and o.action == "compressed"
+          and row["samples_per_pixel"] == "1"]
     assert len(ct) >= 80
     total_in = sum(o.pixel_bytes_in for o in ct)
     total_out = sum(o.pixel_bytes_out for o in ct)
