@@ -14,12 +14,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-## Independent DICOM tools the tests decode with (Debian's GDCM), and curl for the README's
-## presigned-upload loop (tests/test_presign.py); installed when missing.
+## Independent DICOM tools the tests decode with (Debian's GDCM), curl for the README's
+## presigned-upload loop (tests/test_presign.py), and the consumers of tests/interop/ (Orthanc with
+## its GDCM plugin, DCMTK, dicom3tools, OpenJPEG's tools); installed when missing.
 tools:
 	@{ command -v gdcmconv && command -v unzip && command -v bsdtar && command -v curl; } >/dev/null 2>&1 || { \
 	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks, and curl"; \
 	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip libarchive-tools curl) >/dev/null; }
+	@{ command -v Orthanc && command -v dcmdump && command -v dciodvfy && command -v opj_decompress \
+	  && test -e /usr/share/orthanc/plugins/libOrthancGdcm.so; } >/dev/null 2>&1 || { \
+	  echo "installing the interoperability consumers (orthanc, orthanc-gdcm, dcmtk, dicom3tools, libopenjp2-tools)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-gdcm dcmtk \
+	    dicom3tools libopenjp2-tools) >/dev/null; }
 
 # checkov-install (deploy.mk): the scanner tests/deploy/test_checkov.py runs, in .venv-checkov.
 test: $(STAMP) tools checkov-install

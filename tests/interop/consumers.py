@@ -18,7 +18,9 @@ from types import TracebackType
 import numpy as np
 
 ORTHANC_GDCM_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancGdcm.so")
-TOOLS = {"Orthanc": "orthanc", "dcmdump": "dcmtk", "dciodvfy": "dicom3tools", "opj_decompress": "libopenjp2-tools"}
+#: Debian installs Orthanc in /usr/sbin, which a non-root PATH may lack.
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+TOOLS = {ORTHANC: "orthanc", "dcmdump": "dcmtk", "dciodvfy": "dicom3tools", "opj_decompress": "libopenjp2-tools"}
 
 
 def missing_tools() -> list[str]:
@@ -54,7 +56,7 @@ class Orthanc:
         }
         (root / "config.json").write_text(json.dumps(config))
         self.log = open(root / "orthanc.log", "wb")
-        self.proc = subprocess.Popen(["Orthanc", str(root / "config.json")], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([ORTHANC, str(root / "config.json")], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

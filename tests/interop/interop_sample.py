@@ -28,4 +28,7 @@ SETTINGS = {
     "J2K lossy .91": CompressionSettings(),
     "HTJ2K lossless RPCL .202": CompressionSettings(mode="lossless", codec="htj2k"),
     "HTJ2K lossy .203": CompressionSettings(codec="htj2k"),
+    # The other way, kept as a setting (COLOUR_TRANSFORM=true); run on the RGB files only.
+    "J2K lossless .90, YBR_RCT": CompressionSettings(mode="lossless", colour_transform=True),
+    "J2K lossy .91, YBR_ICT": CompressionSettings(colour_transform=True),
 }
