@@ -20,6 +20,7 @@ from pydicom.filewriter import dcmwrite
 
 from pipeline.codec.base import FrameCodec
 from pipeline.files.derivation import mark_lossy_derivation
+from pipeline.files.explicit_vr import private_values_as_un
 from pipeline.files.identity import DEFAULT_UID_ROOT, derived_uid, implementation_class_uid, implementation_version_name
 from pipeline.files.splice import splice_part10
 
@@ -62,7 +63,7 @@ def edit_for_output(
     """Set what re-encoding changes (REFERENCE.md section 2) on ``ds``, Pixel Data aside; return
     the dataset tags set or removed. ``source_id`` stands in for a missing SOP Instance UID when
     deriving the new one; new UIDs are made under ``uid_root``."""
-    changed: set[int] = set()
+    changed: set[int] = private_values_as_un(ds)
     ds.file_meta.TransferSyntaxUID = codec.transfer_syntax
     # PS3.10 7.1: the implementation that wrote the file, i.e. this one, not the source's.
     ds.file_meta.ImplementationClassUID = implementation_class_uid(uid_root)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import re
 
-from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
-
 import pipeline
 
-#: The root new UIDs are made under when ``UID_ROOT`` is not set (pydicom's, 1.2.826.0.1.3680043.8.498.).
-DEFAULT_UID_ROOT = PYDICOM_ROOT_UID
+#: The root new UIDs are made under when ``UID_ROOT`` is not set: pydicom's (its PYDICOM_ROOT_UID;
+#: spelled out so that the settings can import this module without importing pydicom).
+DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.8.498."
 #: What the derived UIDs have always hashed, beside the source UID and the settings.
 UID_NAMESPACE = "dicom-compression/v1"
 #: A root leaves room for a 20+ digit suffix inside the 64-character UID.
@@ -38,12 +37,16 @@ def normalise_root(root: str) -> str:
 
 def derived_uid(original_uid: str, settings_fingerprint: str, root: str = DEFAULT_UID_ROOT) -> str:
     """Deterministic new UID for a lossy derivative: same root + source + settings -> same UID."""
+    from pydicom.uid import generate_uid
+
     return generate_uid(prefix=root, entropy_srcs=[UID_NAMESPACE, original_uid, settings_fingerprint])
 
 
 def implementation_class_uid(root: str = DEFAULT_UID_ROOT) -> str:
     """This software's Implementation Class UID under ``root``: the same for every version (the
     Version Name tells versions apart), different for each root."""
+    from pydicom.uid import generate_uid
+
     return generate_uid(prefix=root, entropy_srcs=[UID_NAMESPACE, "implementation-class"])
 
 
