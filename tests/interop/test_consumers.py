@@ -106,6 +106,13 @@ def _tolerance(o, ds: pydicom.Dataset, preview: bool) -> int:
     return math.ceil(err * 255 / (2 ** bits - 1)) + 1 if preview and bits > 8 else err
 
 
+def _max_error(got: np.ndarray | None, want: np.ndarray) -> int | None:
+    """Largest absolute difference, or None when the shapes differ."""
+    if got is None or got.shape != want.shape:
+        return None
+    return int(np.abs(got.astype(np.int64) - want.astype(np.int64)).max())
+
+
 def test_orthanc_stores_and_returns_first_and_last_frames(outputs, orthanc):
     stored_sources: dict[str, str] = {}
     failures = []
@@ -128,7 +135,7 @@ def test_orthanc_stores_and_returns_first_and_last_frames(outputs, orthanc):
                 want = orthanc.frame(stored_sources[rel], index, kind)
             else:
                 want = source_pixels if source_pixels.ndim == 2 else source_pixels[index]
-            error = int(np.abs(got.astype(np.int64) - want.astype(np.int64)).max()) if got.shape == want.shape else None
+            error = _max_error(got, want)
             if error is None or error > _tolerance(o, src, colour):
                 ok, note = False, f"frame {index}: error {error}"
                 break
@@ -182,7 +189,8 @@ def test_opj_decompress_decodes_first_and_last_frames(outputs):
                 ok, note = False, str(exc)[:80]
                 break
             want = source if n == 1 else source[index]
-            if got.shape != want.shape or int(np.abs(got.astype(np.int64) - want.astype(np.int64)).max()) > _tolerance(o, src, False):
+            error = _max_error(got, want)
+            if error is None or error > _tolerance(o, src, False):
                 ok, note = False, f"frame {index} differs"
                 break
         _record("OpenJPEG 2.5.0 opj_decompress decodes", (rel, label), ok, note)
@@ -207,7 +215,8 @@ def test_python_gdcm_decodes_htj2k(outputs):
             continue
         want = pixel_array(src, as_rgb=False)
         got = flat.view(want.dtype.newbyteorder("<")).reshape(want.shape) if flat.size == want.nbytes else None
-        ok = got is not None and int(np.abs(got.astype(np.int64) - want.astype(np.int64)).max()) <= _tolerance(o, src, False)
+        error = _max_error(got, want)
+        ok = error is not None and error <= _tolerance(o, src, False)
         _record(f"python-gdcm {version} decodes", (rel, label), ok)
         if not ok:
             failures.append((rel, label))
