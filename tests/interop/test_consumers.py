@@ -239,9 +239,10 @@ def table() -> str:
         lines.append(f"| {consumer} | " + " | ".join(row) + " |")
     counts = ", ".join(f"{label}: {b} -> {a}" for label, (b, a) in DCIODVFY_COUNTS.items())
     lines.append("")
-    lines.append("n/a: not applicable (python-gdcm is run on HTJ2K only; dicom3tools 2022 cannot read the HTJ2K transfer"
-                 " syntaxes; image-(u)int16 is for greyscale, preview for colour). dciodvfy `Error` lines over the"
-                 f" sample, sources -> outputs: {counts}.")
+    lines.append("Columns are the transfer syntax written (an image the quality floor wrote lossless counts as"
+                 " lossless). n/a: not applicable (python-gdcm is run on HTJ2K only; dicom3tools 2022 cannot read the"
+                 " HTJ2K transfer syntaxes; image-(u)int16 is for greyscale, preview for colour). dciodvfy `Error`"
+                 f" lines over the sample, sources -> outputs: {counts}.")
     return "\n".join(lines) + "\n"
 
 
