@@ -15,8 +15,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 ## Independent DICOM tools the tests decode with (Debian's GDCM), curl for the README's
-## presigned-upload loop (tests/test_presign.py), and the browser the quality report is rendered
-## in (Debian's Chromium, headless; its fonts); each installed when missing.
+## presigned-upload loop (tests/test_presign.py), the browser the quality report is rendered in
+## (Debian's Chromium, headless; its fonts), and the consumers of tests/interop/ (Orthanc with its
+## GDCM plugin, DCMTK, dicom3tools, OpenJPEG's tools); each installed when missing.
 tools:
 	@{ command -v gdcmconv && command -v unzip && command -v bsdtar && command -v curl; } >/dev/null 2>&1 || { \
 	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks, and curl"; \
@@ -24,6 +25,11 @@ tools:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Chromium (Debian chromium) for the quality report's browser test"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation fonts-dejavu-core) >/dev/null; }
+	@{ command -v Orthanc && command -v dcmdump && command -v dciodvfy && command -v opj_decompress \
+	  && test -e /usr/share/orthanc/plugins/libOrthancGdcm.so; } >/dev/null 2>&1 || { \
+	  echo "installing the interoperability consumers (orthanc, orthanc-gdcm, dcmtk, dicom3tools, libopenjp2-tools)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-gdcm dcmtk \
+	    dicom3tools libopenjp2-tools) >/dev/null; }
 
 # checkov-install (deploy.mk): the scanner tests/deploy/test_checkov.py runs, in .venv-checkov.
 test: $(STAMP) tools checkov-install

@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from pipeline.files.identity import DEFAULT_UID_ROOT, normalise_root
+
 Mode = Literal["lossy", "lossless"]
 Codec = Literal["j2k", "htj2k"]
 
@@ -35,6 +37,11 @@ class CompressionSettings:
     codec: Codec = "j2k"
     verify: bool = True
     min_psnr: float = DEFAULT_MIN_PSNR
+    #: Encode RGB through JPEG 2000's colour transform (YBR_RCT/YBR_ICT); off by default, as
+    #: consumers such as Orthanc's GDCM plugin cannot render those (README "Interoperability").
+    colour_transform: bool = False
+    #: Root of the UIDs this software makes (``UID_ROOT``; README "Configuration").
+    uid_root: str = DEFAULT_UID_ROOT
 
     def __post_init__(self) -> None:
         if self.mode not in ("lossy", "lossless"):
@@ -43,6 +50,10 @@ class CompressionSettings:
             raise SettingsError(f"codec must be 'j2k' or 'htj2k', not {self.codec!r}")
         if self.mode == "lossy" and not (1.0 < float(self.rate) <= MAX_RATE):
             raise SettingsError(f"compressionRate must be above 1 and at most {MAX_RATE:g} for lossy mode")
+        try:
+            object.__setattr__(self, "uid_root", normalise_root(self.uid_root))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
         if isinstance(self.min_psnr, bool) or not 0 <= float(self.min_psnr) <= MAX_MIN_PSNR:
             raise SettingsError(f"minPsnrDb must be between 0 (off) and {MAX_MIN_PSNR:g}")
 
@@ -59,6 +70,10 @@ class CompressionSettings:
         """The settings as recorded in results and events (rate omitted when it has no effect)."""
         out: dict[str, Any] = asdict(self)
         del out["min_psnr"]
+        if out.pop("colour_transform"):
+            out["colourTransform"] = True
+        if out.pop("uid_root") != DEFAULT_UID_ROOT:
+            out["uidRoot"] = self.uid_root
         out["minPsnrDb"] = self.floor
         if self.lossless:
             out["rate"] = None
@@ -69,6 +84,10 @@ class CompressionSettings:
         key: dict[str, Any] = {"mode": self.mode, "codec": self.codec, "rate": None if self.lossless else float(self.rate)}
         if self.floor is not None:  # off: the same key, so the same UIDs and bytes as without a floor
             key["minPsnrDb"] = self.floor
+        if self.colour_transform:  # only when on: greyscale UIDs do not depend on the default
+            key["colourTransform"] = True
+        if self.uid_root != DEFAULT_UID_ROOT:  # another root: other UIDs, so another output
+            key["uidRoot"] = self.uid_root
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(
@@ -99,7 +118,7 @@ class CompressionSettings:
 
 def settings_from_env(env: dict[str, str] | None = None) -> CompressionSettings:
     """Defaults for a deployment: ``COMPRESSION_RATE`` (0 = lossless), ``CODEC``, ``VERIFY``,
-    ``MIN_PSNR_DB`` (the quality floor, 0 = off)."""
+    ``MIN_PSNR_DB`` (the quality floor, 0 = off), ``COLOUR_TRANSFORM`` (RGB as YBR_RCT/ICT), ``UID_ROOT`` (root of new UIDs)."""
     env = dict(os.environ) if env is None else env
     base = CompressionSettings()
     raw_rate = env.get("COMPRESSION_RATE", "").strip()
@@ -115,4 +134,6 @@ def settings_from_env(env: dict[str, str] | None = None) -> CompressionSettings:
         floor = float(raw_floor) if raw_floor else None
     except ValueError as exc:
         raise SettingsError(f"MIN_PSNR_DB must be a number of dB, not {raw_floor!r}") from exc
-    return base.with_overrides(rate=rate, codec=codec, verify=verify, min_psnr=floor)  # type: ignore[arg-type]
+    transform = env.get("COLOUR_TRANSFORM", "").strip().lower() in ("1", "true", "yes", "on")
+    return replace(base.with_overrides(rate=rate, codec=codec, verify=verify, min_psnr=floor),  # type: ignore[arg-type]
+                   colour_transform=transform, uid_root=env.get("UID_ROOT", "").strip() or DEFAULT_UID_ROOT)

@@ -21,6 +21,9 @@ LOSSLESS = CompressionSettings(mode="lossless")
 CHANGED = {
     "PixelData", "PhotometricInterpretation", "PlanarConfiguration", "LossyImageCompression",
     "LossyImageCompressionRatio", "LossyImageCompressionMethod", "ImageType", "SOPInstanceUID",
+    # lossy derivation (pipeline/files/derivation.py)
+    "DerivationDescription", "DerivationCodeSequence", "SourceImageSequence", "SourceImageEvidenceSequence",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
 }
 
 
@@ -100,8 +103,14 @@ def test_lossless_is_bit_exact_including_junk_high_bits(lossless):
 
 
 def _elements_equal(src: pydicom.Dataset, out: pydicom.Dataset, path: str) -> None:
+    from pipeline.files.derivation import MR_PULSE_SEQUENCE
+
+    # An ORIGINAL Enhanced MR made DERIVED loses what its IOD allows only for ORIGINAL (derivation.py).
+    dropped = set(MR_PULSE_SEQUENCE) if out.get("LossyImageCompression") == "01" and src.get("ImageType", [""])[0] != "DERIVED" else set()
     for elem in src:
         if elem.keyword in CHANGED or elem.tag.element == 0:  # group lengths are recomputed
+            continue
+        if elem.tag in dropped and elem.tag not in out:
             continue
         assert elem.tag in out, f"{path}: {elem.tag} dropped"
         got = out[elem.tag]
@@ -132,8 +141,8 @@ def test_other_elements_unchanged_and_encapsulation_valid(mode, request):
         spp = int(src.get("SamplesPerPixel", 1))
         if spp == 3:
             assert out.PlanarConfiguration == 0
-            if src.PhotometricInterpretation == "RGB":
-                assert out.PhotometricInterpretation == ("YBR_ICT" if mode == "lossy" else "YBR_RCT")
+            if src.PhotometricInterpretation in ("RGB", "YBR_RCT"):  # no colour transform by default
+                assert out.PhotometricInterpretation == "RGB", path
         else:
             assert ("PlanarConfiguration" in out) == ("PlanarConfiguration" in src), path
             assert out.PhotometricInterpretation == src.PhotometricInterpretation
@@ -169,7 +178,10 @@ def test_lossy_attributes_and_deterministic_uid(lossy, corpus):
 
 
 def test_lossy_rate_is_about_one_hundredth_of_the_pixel_data(lossy):
-    ct = [o for p, (row, _, o) in lossy.items() if row["category"] == "ct-series" and o.action == "compressed"]
+    # The CT slices (the series' RGB screen capture aside: without the colour transform the floor
+    # holds it near 10:1, README "Interoperability").
+    ct = [o for p, (row, _, o) in lossy.items() if row["category"] == "ct-series" and o.action == "compressed"
+          and row["samples_per_pixel"] == "1"]
     assert len(ct) >= 80
     total_in = sum(o.pixel_bytes_in for o in ct)
     total_out = sum(o.pixel_bytes_out for o in ct)
@@ -220,7 +232,7 @@ def test_output_digest_is_stable(lossless):
 
 @pytest.mark.parametrize("mode", ["lossless", "lossy"])
 def test_htj2k_option(mode, corpus, manifest):
-    """HTJ2K (.201 lossless / .203 lossy): bit-exact or near the asked ratio, readable by pydicom's decoder."""
+    """HTJ2K (.202 lossless RPCL / .203 lossy): bit-exact or near the asked ratio, readable by pydicom's decoder."""
     settings = CompressionSettings(mode=mode, codec="htj2k", min_psnr=0)  # the step search alone (the floor: test_floor.py)
     rows = [r for r in manifest if r["category"] in ("ct-series", "edge-cases/photometric-bitdepth", "multiframe")]
     pixel_in = pixel_out = compressed = 0
@@ -234,7 +246,7 @@ def test_htj2k_option(mode, corpus, manifest):
         src = pixel_array(pydicom.dcmread(BytesIO(data)), as_rgb=False)
         decoded = pixel_array(out, as_rgb=False)  # pydicom + pylibjpeg-openjpeg: an independent HTJ2K decoder
         if mode == "lossless":
-            assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.201"
+            assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.202"
             assert np.array_equal(decoded, src), row["file"]
         else:
             assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.203"

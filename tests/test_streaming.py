@@ -42,7 +42,7 @@ KINDS = [
     "edge-cases/transfer-syntax/JPEG-LL.dcm", "edge-cases/transfer-syntax/dcm_qa_ts/7.dcm",
     "edge-cases/transfer-syntax/MR_small_RLE.dcm", "edge-cases/transfer-syntax/SC_rgb_rle_16bit.dcm",
     "edge-cases/transfer-syntax/OBXXXX1A_rle.dcm", "ct-series/ge-hispeed-head-tilt/01.dcm",
-    "multiframe/examples_ybr_color.dcm", "multiframe/liver.dcm",
+    "multiframe/examples_ybr_color.dcm", "multiframe/liver.dcm", "mr-series/hitachi-anatomical-4/001.dcm",
 ]
 
 

@@ -14,7 +14,7 @@ def codec_for(settings: CompressionSettings) -> FrameCodec:
     if settings.codec == "htj2k":
         from pipeline.codec.htj2k import HTJ2KCodec
 
-        return HTJ2KCodec(rate)
+        return HTJ2KCodec(rate, colour_transform=settings.colour_transform)
     from pipeline.codec.j2k import J2KCodec
 
-    return J2KCodec(rate)
+    return J2KCodec(rate, colour_transform=settings.colour_transform)

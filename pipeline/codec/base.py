@@ -82,7 +82,17 @@ class FrameCodec(ABC):
 
 
 class Jpeg2000Family(FrameCodec):
-    """What JPEG 2000 Part 1 and HTJ2K share in DICOM: colour spaces, the colour transform, palettes."""
+    """What JPEG 2000 Part 1 and HTJ2K share in DICOM: colour spaces, the colour transform, palettes.
+
+    RGB is encoded as RGB by default, without the multi-component transform: PS3.5 8.2.4 allows
+    it (the photometric stays the components' own), and consumers that cannot render YBR_RCT or
+    YBR_ICT (Debian's Orthanc GDCM plugin, README "Interoperability") render RGB. With
+    ``colour_transform`` the reversible/irreversible transform is applied and the output is
+    labelled YBR_RCT/YBR_ICT, as the standard then requires.
+    """
+
+    #: Apply the JPEG 2000 multi-component transform to RGB (``COLOUR_TRANSFORM`` setting).
+    colour_transform: bool = False
 
     def check(self, spec: FrameSpec) -> None:
         super().check(spec)
@@ -91,8 +101,12 @@ class Jpeg2000Family(FrameCodec):
         if self.lossy and spec.photometric == "PALETTE COLOR":
             raise CodecLimit("PALETTE COLOR: lossy compression would change palette indices, so colours")
 
+    def uses_transform(self, spec: FrameSpec) -> bool:
+        """Whether this frame goes through the multi-component (colour) transform."""
+        return self.colour_transform and spec.photometric == "RGB"
+
     def output_photometric(self, spec: FrameSpec) -> str:
-        """RGB goes through the reversible (lossless) or irreversible (lossy) colour transform."""
-        if spec.photometric == "RGB":
+        """RGB stays RGB; with the transform it becomes YBR_RCT (lossless) or YBR_ICT (lossy)."""
+        if self.uses_transform(spec):
             return "YBR_ICT" if self.lossy else "YBR_RCT"
         return spec.photometric

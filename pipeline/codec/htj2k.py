@@ -16,8 +16,13 @@ import numpy as np
 from pipeline.codec.base import CodecLimit, FrameSpec, Jpeg2000Family
 from pipeline.codec.j2k import native_contiguous
 
-HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
+#: HTJ2K Lossless RPCL: what AWS HealthImaging stores and viewers stream resolution by resolution.
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.202"
 HTJ2K_LOSSY = "1.2.840.10008.1.2.4.203"
+#: OpenJPH's default number of decomposition levels, the fewest used here.
+_MIN_LEVELS = 5
+#: The lowest resolution a progressive viewer shows first is at most this many pixels a side.
+_LOWEST_RESOLUTION = 64
 _MAX_ENCODES = 8
 _TOLERANCE = 0.08  # stop when within 8% of the asked ratio
 # d log(ratio) / d log(step): only the first guess of the slope (CT slices and the corpus's MR,
@@ -70,11 +75,23 @@ def search_step(encode: Callable[[float], bytes], *, raw_bytes: int, target: flo
     return best
 
 
+def decomposition_levels(rows: int, columns: int) -> int:
+    """Enough wavelet levels that the lowest resolution is at most 64 pixels a side (a large
+    frame streams from a thumbnail), never fewer than OpenJPH's default 5."""
+    side, levels = max(rows, columns), 0
+    while side > _LOWEST_RESOLUTION:
+        side, levels = (side + 1) // 2, levels + 1
+    return max(_MIN_LEVELS, levels)
+
+
 class HTJ2KCodec(Jpeg2000Family):
+    """RPCL progression with TLM markers for every output: .202 lossless (PS3.5 A.4.x's RPCL
+    constraints), .203 lossy (the same codestream layout; .203 allows any)."""
+
     method = "ISO_15444_15"
     min_size = 32
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, *, colour_transform: bool = False) -> None:
         try:
             import imagecodecs
         except ImportError as exc:  # pragma: no cover - depends on the deployment
@@ -82,36 +99,41 @@ class HTJ2KCodec(Jpeg2000Family):
         if not imagecodecs.HTJ2K.available:  # pragma: no cover
             raise CodecLimit("this imagecodecs build has no HTJ2K encoder")
         self.rate = rate
+        self.colour_transform = colour_transform
         self.lossy = rate is not None
         self.transfer_syntax = HTJ2K_LOSSY if self.lossy else HTJ2K_LOSSLESS
 
     def load(self) -> None:
         import imagecodecs  # noqa: F401
 
-    def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
+    def _encode(self, frame: np.ndarray, spec: FrameSpec, step: float | None) -> bytes:
+        """One codestream: RPCL (OpenJPH's order), TLM markers, enough levels; lossless when
+        ``step`` is None, else irreversible with that quantisation step."""
         import imagecodecs
 
+        kwargs = {"reversible": True} if step is None else {"level": step, "reversible": False}
+        return bytes(imagecodecs.htj2k_encode(frame, rgb=self.uses_transform(spec), tlm=True,
+                                              resolutions=decomposition_levels(spec.rows, spec.columns), **kwargs))
+
+    def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         frame = native_contiguous(frame)
-        rgb = spec.photometric == "RGB"
         if not self.lossy:
-            return bytes(imagecodecs.htj2k_encode(frame, reversible=True, rgb=rgb))
-        return search_step(lambda step: bytes(imagecodecs.htj2k_encode(frame, level=step, reversible=False, rgb=rgb)),
+            return self._encode(frame, spec, None)
+        return search_step(lambda step: self._encode(frame, spec, step),
                            raw_bytes=frame.size * spec.bits_allocated // 8, target=float(self.rate))  # type: ignore[arg-type]
 
     def decode(self, codestream: bytes) -> np.ndarray:
         import imagecodecs
 
-        return imagecodecs.htj2k_decode(codestream)
+        # Interleaved, like the source frame (without a colour transform OpenJPH defaults to planar).
+        return imagecodecs.htj2k_decode(codestream, planar=False)
 
     def encode_for_psnr(self, frame: np.ndarray, spec: FrameSpec, psnr_db: float) -> bytes:
-        import imagecodecs
-
         # OpenJPH takes a quantisation step, not a PSNR: uniform quantisation of step s (relative
         # to the full range) leaves an RMSE of about s * 2**bits / sqrt(12), i.e. PSNR ~ 10.8 dB
         # - 20 log10(s). The wavelet's gains shift it by a few dB; the caller measures and retries.
         step = min(max(10 ** ((10.79 - psnr_db) / 20), _STEP_RANGE[0]), _STEP_RANGE[1])
-        frame = native_contiguous(frame)
-        return bytes(imagecodecs.htj2k_encode(frame, level=step, reversible=False, rgb=spec.photometric == "RGB"))
+        return self._encode(native_contiguous(frame), spec, step)
 
     def lossless_twin(self) -> "HTJ2KCodec":
-        return HTJ2KCodec(None)
+        return HTJ2KCodec(None, colour_transform=self.colour_transform)

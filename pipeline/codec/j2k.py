@@ -34,7 +34,7 @@ def native_contiguous(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def _encode(frame: np.ndarray, spec: FrameSpec, **quality: list[float]) -> bytes:
+def _encode(frame: np.ndarray, spec: FrameSpec, use_mct: bool, **quality: list[float]) -> bytes:
     import openjpeg  # heavy native import, only where encoding happens
 
     return bytes(
@@ -42,7 +42,7 @@ def _encode(frame: np.ndarray, spec: FrameSpec, **quality: list[float]) -> bytes
             native_contiguous(frame),
             bits_stored=spec.bits_stored,
             photometric_interpretation=_colour_code(spec.photometric),
-            use_mct=spec.photometric == "RGB",
+            use_mct=use_mct,
             **quality,
         )
     )
@@ -54,8 +54,9 @@ class J2KCodec(Jpeg2000Family):
     method = "ISO_15444_1"
     min_size = _MIN_SIDE
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, *, colour_transform: bool = False) -> None:
         self.rate = rate
+        self.colour_transform = colour_transform
         self.lossy = rate is not None
         self.transfer_syntax = J2K_LOSSY if self.lossy else J2K_LOSSLESS
 
@@ -64,9 +65,9 @@ class J2KCodec(Jpeg2000Family):
 
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         if not self.lossy:
-            return _encode(frame, spec)
+            return _encode(frame, spec, self.uses_transform(spec))
         # OpenJPEG's rate is relative to Bits Stored; ours to the allocated size (pydicom's j2k_cr).
-        return _encode(frame, spec, compression_ratios=[float(self.rate) * spec.bits_stored / spec.bits_allocated])
+        return _encode(frame, spec, self.uses_transform(spec), compression_ratios=[float(self.rate) * spec.bits_stored / spec.bits_allocated])
 
     def decode(self, codestream: bytes) -> np.ndarray:
         import openjpeg
@@ -75,7 +76,7 @@ class J2KCodec(Jpeg2000Family):
 
     def encode_for_psnr(self, frame: np.ndarray, spec: FrameSpec, psnr_db: float) -> bytes:
         # OpenJPEG's PSNR-targeted layer (its PSNR is against 2**precision - 1, as asked here).
-        return _encode(frame, spec, signal_noise_ratios=[float(psnr_db)])
+        return _encode(frame, spec, self.uses_transform(spec), signal_noise_ratios=[float(psnr_db)])
 
     def lossless_twin(self) -> "J2KCodec":
-        return J2KCodec(None)
+        return J2KCodec(None, colour_transform=self.colour_transform)

@@ -128,7 +128,8 @@ class Assembly:
         header = self.begin.header
         edit_for_output(ds, self.codec, photometric=self.codec.output_photometric(self.begin.decision.layout.spec),
                         ratio=ratio, settings_fingerprint=self.settings.fingerprint(),
-                        source_id=f"streamed:{self.begin.obj.path}:{self.begin.obj.size}:{header.pixel}")
+                        source_id=f"streamed:{self.begin.obj.path}:{self.begin.obj.size}:{header.pixel}",
+                        uid_root=self.settings.uid_root)
         out = BytesIO()
         dcmwrite(out, ds, enforce_file_format=True)
         prefix = out.getvalue()

@@ -1,8 +1,9 @@
 """Dataset edits for re-encoded pixel data (REFERENCE.md section 2), and nothing else.
 
 Only the elements the standard requires to change are touched: transfer syntax, Pixel Data,
-Photometric Interpretation and Planar Configuration for colour, and for lossy output the lossy
-attributes, Image Type value 1 and the SOP Instance UIDs. Private tags, character set, padding
+Photometric Interpretation and Planar Configuration for colour, the file meta's implementation
+identity (``identity.py``), and for lossy output the lossy attributes, Image Type value 1, the
+derivation (``derivation.py``) and the SOP Instance UIDs. Private tags, character set, padding
 values and VRs are left as they were.
 """
 
@@ -16,19 +17,15 @@ import numpy as np
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import generate_uid
 
 from pipeline.codec.base import FrameCodec
+from pipeline.files.derivation import mark_lossy_derivation
+from pipeline.files.explicit_vr import private_values_as_un
+from pipeline.files.identity import DEFAULT_UID_ROOT, derived_uid, implementation_class_uid, implementation_version_name
 from pipeline.files.splice import splice_part10
 
 _MAX_BOT_BYTES = 0xFFFFFFFF
 _SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
-UID_NAMESPACE = "dicom-compression/v1"
-
-
-def derived_uid(original_uid: str, settings_fingerprint: str) -> str:
-    """Deterministic new UID for a lossy derivative: same source + settings -> same UID."""
-    return generate_uid(entropy_srcs=[UID_NAMESPACE, original_uid, settings_fingerprint])
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -60,12 +57,17 @@ def has_unknown_vr(ds: Dataset) -> bool:
 
 
 def edit_for_output(
-    ds: FileDataset, codec: FrameCodec, *, photometric: str, ratio: float, settings_fingerprint: str, source_id: str
+    ds: FileDataset, codec: FrameCodec, *, photometric: str, ratio: float, settings_fingerprint: str, source_id: str,
+    uid_root: str = DEFAULT_UID_ROOT,
 ) -> set[int]:
     """Set what re-encoding changes (REFERENCE.md section 2) on ``ds``, Pixel Data aside; return
-    the tags set. ``source_id`` stands in for a missing SOP Instance UID when deriving the new one."""
-    changed: set[int] = set()
+    the dataset tags set or removed. ``source_id`` stands in for a missing SOP Instance UID when
+    deriving the new one; new UIDs are made under ``uid_root``."""
+    changed: set[int] = private_values_as_un(ds)
     ds.file_meta.TransferSyntaxUID = codec.transfer_syntax
+    # PS3.10 7.1: the implementation that wrote the file, i.e. this one, not the source's.
+    ds.file_meta.ImplementationClassUID = implementation_class_uid(uid_root)
+    ds.file_meta.ImplementationVersionName = implementation_version_name()
     if photometric != ds.PhotometricInterpretation:
         ds.PhotometricInterpretation = photometric
         changed.add(0x00280004)
@@ -78,12 +80,15 @@ def edit_for_output(
         ds.LossyImageCompressionMethod = _as_list(ds.get("LossyImageCompressionMethod")) + [codec.method]
         changed |= {0x00282110, 0x00282112, 0x00282114}
         image_type = _as_list(ds.get("ImageType"))
+        was_original = bool(image_type) and str(image_type[0]).upper() in ("ORIGINAL", "MIXED")
         if image_type:
             image_type[0] = "DERIVED"
             ds.ImageType = image_type if len(image_type) > 1 else image_type[0]
             changed.add(0x00080008)
         old_uid = str(ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
-        new_uid = derived_uid(old_uid or source_id, settings_fingerprint)
+        changed |= mark_lossy_derivation(ds, method=codec.method, ratio=ratio, source_sop_instance=old_uid,
+                                         was_original=was_original)
+        new_uid = derived_uid(old_uid or source_id, settings_fingerprint, uid_root)
         ds.SOPInstanceUID = new_uid
         ds.file_meta.MediaStorageSOPInstanceUID = new_uid
         changed.add(0x00080018)
@@ -99,6 +104,7 @@ def write_encapsulated(
     ratio: float,
     settings_fingerprint: str,
     source: bytes,
+    uid_root: str = DEFAULT_UID_ROOT,
 ) -> bytes:
     """Put ``frames`` into ``ds`` as encapsulated Pixel Data and return the Part 10 bytes."""
     source_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
@@ -116,7 +122,7 @@ def write_encapsulated(
     elem.is_undefined_length = True
     # Without a UID to derive from, the source bytes stand in, so distinct files never collide.
     changed |= edit_for_output(ds, codec, photometric=photometric, ratio=ratio, settings_fingerprint=settings_fingerprint,
-                               source_id=f"sha256:{hashlib.sha256(source).hexdigest()}")
+                               source_id=f"sha256:{hashlib.sha256(source).hexdigest()}", uid_root=uid_root)
     if not extended:
         spliced = splice_part10(ds, source, source_syntax, changed)
         if spliced is not None:

@@ -154,6 +154,7 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
             ratio=pixel_in / pixel_out,
             settings_fingerprint=settings.fingerprint(),
             source=data,
+            uid_root=settings.uid_root,
         )
     except Exception as exc:
         return _kept(path, data, f"encoding failed: {describe_error(exc)}", warning=True, **base)
