@@ -52,6 +52,8 @@ def test_worker_function_settings(stack: Stack, arch: str) -> None:
         "COMPRESSION_RATE": "100",
         "MEMORY_BUDGET_MB": "",
         "MIN_PSNR_DB": "40",
+        "COLOUR_TRANSFORM": "false",
+        "UID_ROOT": "",
         "LOG_LEVEL": "INFO",
         "POWERTOOLS_SERVICE_NAME": "dicom-compression",
         "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression",

@@ -30,7 +30,8 @@ LOCAL_VISIBILITY_TIMEOUT = 17  # anything but the default: proves the local valu
 # template's value (LOG_LEVEL: powertools' default; COMPRESSION_RATE: pipeline.config's;
 # MEMORY_BUDGET_MB: '' = derived from the memory there is, pipeline.budget's default; MIN_PSNR_DB:
 # pipeline.config's DEFAULT_MIN_PSNR).
-UNSET_LOCALLY = {"COMPRESSION_RATE": "100", "LOG_LEVEL": "INFO", "MEMORY_BUDGET_MB": "", "MIN_PSNR_DB": "40"}
+UNSET_LOCALLY = {"COMPRESSION_RATE": "100", "LOG_LEVEL": "INFO", "MEMORY_BUDGET_MB": "", "MIN_PSNR_DB": "40",
+                 "COLOUR_TRANSFORM": "false", "UID_ROOT": ""}
 # Set locally only: outside Lambda there is no X-Ray daemon (REFERENCE.md section 4).
 LOCAL_ONLY = {"POWERTOOLS_TRACE_DISABLED": "1"}
 
