@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools test demo bench clean
+.PHONY: install tools test demo bench clean awscli-install
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,19 @@ tools:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-gdcm dcmtk \
 	    dicom3tools libopenjp2-tools) >/dev/null; }
 
+## The real AWS CLI (PyPI awscli), in a venv of its own (it pins botocore): tests run the commands
+## the local stack prints with it, verbatim (tests/test_local_cli_commands.py).
+AWSCLI_VENV := .venv-awscli
+AWSCLI_STAMP := $(AWSCLI_VENV)/.installed
+$(AWSCLI_STAMP):
+	$(PYTHON) -m venv $(AWSCLI_VENV)
+	$(AWSCLI_VENV)/bin/pip install --quiet 'awscli>=1.33,<2'
+	touch $(AWSCLI_STAMP)
+
+awscli-install: $(AWSCLI_STAMP)
+
 # checkov-install (deploy.mk): the scanner tests/deploy/test_checkov.py runs, in .venv-checkov.
-test: $(STAMP) tools checkov-install
+test: $(STAMP) tools checkov-install awscli-install
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
@@ -44,6 +55,6 @@ bench: $(STAMP)
 	$(PY) -m bench.large
 
 clean:
-	rm -rf $(VENV) .venv-checkov build .pytest_cache
+	rm -rf $(VENV) .venv-checkov $(AWSCLI_VENV) build .pytest_cache
 
 -include deploy.mk

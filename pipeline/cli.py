@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -81,18 +82,27 @@ def cmd_local(args: argparse.Namespace) -> int:
         print("drop a study in with:")
         print(f"  AWS_ENDPOINT_URL={stack.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \\")
         print(f"    python -m pipeline submit ./my-study s3://{stack.bucket}/incoming/clinic-1/my-study/")
+        # The AWS CLI skips /dev/null as a source ("character special device"): an empty marker is a put-object.
         print(f"  (or: aws --endpoint-url {stack.endpoint} s3 cp --recursive ./my-study s3://{stack.bucket}/incoming/clinic-1/my-study/ "
-              f"&& aws --endpoint-url {stack.endpoint} s3 cp /dev/null s3://{stack.bucket}/incoming/clinic-1/my-study/_READY)")
-        print("Ctrl-C stops it.", flush=True)
+              f"&& aws --endpoint-url {stack.endpoint} s3api put-object --bucket {stack.bucket} --key incoming/clinic-1/my-study/_READY)")
+        print("Ctrl-C (or SIGTERM) stops it.", flush=True)
         worker = WorkerLoop(stack.queue_url).start()
+        # SIGTERM (systemd, docker stop, supervisors) must stop the stack as Ctrl-C does: otherwise
+        # the moto server outlives this process and keeps the port.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             while True:
                 time.sleep(1)
         except KeyboardInterrupt:
-            print("\nstopping...")
+            print("\nstopping...", flush=True)
         finally:
+            signal.signal(signal.SIGTERM, previous)
             worker.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _manifest_options(args: argparse.Namespace) -> dict[str, object]:

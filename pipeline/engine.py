@@ -166,9 +166,10 @@ class _Archiver:
     """The consumer side: results in order into the ZIP, one outcome per object."""
 
     def __init__(self, study: Study, writer: ZipStreamWriter, settings: CompressionSettings, codec: FrameCodec,
-                 budget: MemoryBudget, timings: dict[str, float]) -> None:
+                 budget: MemoryBudget, timings: dict[str, float],
+                 on_pixels: Callable[[StudyObject, int], None] | None = None) -> None:
         self.study, self.writer, self.settings, self.codec = study, writer, settings, codec
-        self.budget, self.timings = budget, timings
+        self.budget, self.timings, self.on_pixels = budget, timings, on_pixels
         self.assembly: Assembly | None = None
         self.spooled = 0
 
@@ -184,6 +185,8 @@ class _Archiver:
             return None
         if isinstance(result, Begin):
             self.assembly = Assembly(result, self.codec, self.settings, self.budget.spool_memory)
+            if self.on_pixels:  # the time guard learns what a streamed object really holds
+                self.on_pixels(result.obj, result.decision.layout.frame_bytes * result.decision.frames)
             return None
         if isinstance(result, End):
             return self._assembled(result)
@@ -244,6 +247,7 @@ def compress_study(
     workers: int | None = None,
     budget: MemoryBudget | None = None,
     progress: Progress | None = None,
+    on_pixels: Callable[[StudyObject, int], None] | None = None,
 ) -> StudyRun:
     """Write the study's ZIP to ``sink`` and return what happened to every object."""
     started = _utc_now()
@@ -256,7 +260,7 @@ def compress_study(
     # Worker processes are forked inside process_items before the read threads start.
     results = process_items(_LazyItems(study, budget, codec, timings), settings, workers, budget.in_flight)
     writer = ZipStreamWriter(sink)
-    archiver = _Archiver(study, writer, settings, codec, budget, timings)
+    archiver = _Archiver(study, writer, settings, codec, budget, timings, on_pixels)
     outcomes: list[FileOutcome] = []
     total = len(study.objects)
     try:

@@ -122,7 +122,8 @@ class StudyJob:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The same precision as the engine's finishedAt (microseconds): one format in the record.
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def output_keys(cfg: ServiceConfig, study_path: str, manifest: Manifest | None) -> tuple[str, str]:
@@ -271,7 +272,31 @@ def _processing_record(job: StudyJob, started: str, done: int, total: int) -> di
     }
 
 
+def _pixel_guard(job: StudyJob, deadline: Callable[[], int] | None, workers: int) -> Callable[[StudyObject, int], None] | None:
+    """Re-checks the time once a streamed object's header says how many pixel bytes it holds:
+    a Deflated object's file size says nothing of that (1 MB can inflate to 1 GB), so the
+    estimate made from file sizes before the run is revised, and a study that cannot finish
+    fails now, cleanly, rather than at the deadline."""
+    if deadline is None:
+        return None
+
+    def check(obj: StudyObject, pixel_bytes: int) -> None:
+        if pixel_bytes <= obj.size:
+            return
+        needed_ms = 1000 * pixel_bytes * SECONDS_PER_BYTE_PER_WORKER / max(workers, 1) + SAFETY_MARGIN_MS
+        if needed_ms > deadline():
+            raise StudyFailed(
+                "StudyTooLarge",
+                f"study too large for the configured timeout: {obj.path} holds {pixel_bytes:,} bytes of pixel data "
+                f"in {obj.size:,} file bytes (about {needed_ms / 1000:.0f} s needed, {deadline() / 1000:.0f} s left)",
+            )
+
+    return check
+
+
 def _check_time(job: StudyJob, deadline: Callable[[], int] | None, workers: int) -> None:
+    """The estimate before the run, from file sizes (for all but Deflated objects, their pixel
+    bytes plus a header); :func:`_pixel_guard` revises it as streamed objects reveal theirs."""
     if deadline is None or job.study is None:
         return
     total = sum(o.size for o in job.study.objects)
@@ -378,7 +403,8 @@ def _compress(job: StudyJob, remaining_ms: Callable[[], int] | None) -> dict[str
         logger.info("compressing study", extra={"study": job.trigger.study_prefix, "files": len(job.study.objects)})
         beat = _heartbeat(s3, job, started, remaining_ms)
         beat(0, len(job.study.objects))  # the "processing" record exists from the start
-        run = compress_study(job.study, sink, job.settings, workers=workers, progress=beat)
+        run = compress_study(job.study, sink, job.settings, workers=workers, progress=beat,
+                             on_pixels=_pixel_guard(job, remaining_ms, workers))
         sink.complete()
         study, output = job.locations()
         record = build_record(
@@ -391,8 +417,6 @@ def _compress(job: StudyJob, remaining_ms: Callable[[], int] | None) -> dict[str
                 "startedAt": started,
             },
         )
-        record["ignored"] = [{"path": i.path, "reason": i.reason} for i in job.study.ignored]
-        record["totals"]["ignored"] = len(job.study.ignored)
         if job.manifest and job.manifest.report:
             if put_s3_report(record, job.study.source, s3, cfg.target_bucket, job.zip_key, run.archive.size):
                 output = {**output, "reportKey": record["output"]["reportKey"]}
