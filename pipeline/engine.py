@@ -110,8 +110,9 @@ class _ReadAhead:
     """Small objects' bytes, read on threads ahead of need while the bytes read and not yet
     taken stay under ``max_bytes``."""
 
-    def __init__(self, source: StudySource, objects: list[StudyObject], max_bytes: int, timings: dict[str, float]) -> None:
-        self.source, self.max_bytes, self.timings = source, max_bytes, timings
+    def __init__(self, source: StudySource, objects: list[StudyObject], max_bytes: int, timings: dict[str, float],
+                 max_count: int = 2 * READ_THREADS) -> None:
+        self.source, self.max_bytes, self.timings, self.max_count = source, max_bytes, timings, max_count
         self.queue = deque(objects)
         self.reads: dict[int, Future[bytes]] = {}
         self.held = 0
@@ -124,7 +125,7 @@ class _ReadAhead:
         return data
 
     def _fill(self) -> None:
-        while self.queue and (not self.reads or self.held + self.queue[0].size <= self.max_bytes) and len(self.reads) < 2 * READ_THREADS:
+        while self.queue and (not self.reads or self.held + self.queue[0].size <= self.max_bytes) and len(self.reads) < self.max_count:
             obj = self.queue.popleft()
             self.reads[id(obj)] = self.pool.submit(self._read, obj)
             self.held += obj.size
@@ -142,10 +143,11 @@ class _ReadAhead:
         self.pool.shutdown(wait=True)
 
 
-def _items(study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float]) -> Iterator[Item]:
+def _items(study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], workers: int) -> Iterator[Item]:
     """The study as work, in ZIP order: small objects whole, the others header + frames."""
     small = [o for o in study.objects if o.size <= budget.stream_threshold]
-    reads = _ReadAhead(study.source, small, budget.in_flight // 2, timings)
+    # Reads ahead: enough to keep every encoder fed (its queue and the one it encodes) and no more.
+    reads = _ReadAhead(study.source, small, budget.in_flight // 2, timings, max_count=workers * 3 + 2)
     try:
         for obj in study.objects:
             if obj.size <= budget.stream_threshold:
@@ -258,7 +260,7 @@ def compress_study(
     timings = {"read": 0.0, "encode": 0.0, "verify": 0.0, "write": 0.0}
     codec = codec_for(settings)
     # Worker processes are forked inside process_items before the read threads start.
-    results = process_items(_LazyItems(study, budget, codec, timings), settings, workers, budget.in_flight)
+    results = process_items(_LazyItems(study, budget, codec, timings, workers), settings, workers, budget.in_flight)
     writer = ZipStreamWriter(sink)
     archiver = _Archiver(study, writer, settings, codec, budget, timings, on_pixels)
     outcomes: list[FileOutcome] = []
@@ -298,8 +300,8 @@ def compress_study(
 class _LazyItems:
     """Starts the read-ahead threads only when first iterated (after the workers have forked)."""
 
-    def __init__(self, study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float]) -> None:
-        self.args = (study, budget, codec, timings)
+    def __init__(self, study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], workers: int) -> None:
+        self.args = (study, budget, codec, timings, workers)
 
     def __iter__(self) -> Iterator[Item]:
         return _items(*self.args)

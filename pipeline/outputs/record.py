@@ -15,6 +15,8 @@ from pipeline import __version__
 from pipeline.engine import StudyRun
 
 SCHEMA_VERSION = 1
+#: What every ``rangePsnrDb`` in the record means (README "Quality floor").
+RANGE_PSNR_DEFINITION = "20*log10((max - min of the source image) / RMSE), over all frames of an object"
 SUCCEEDED = "succeeded"
 SUCCEEDED_WITH_WARNINGS = "succeeded_with_warnings"
 FAILED = "failed"
@@ -64,8 +66,8 @@ def _verification(run: StudyRun) -> dict[str, Any]:
         "lossy": sum(c.get("status") == "lossy" for c in checks),
         "skipped": sum(c.get("status") == "skipped" for c in checks),
         "minPsnrDb": min(psnrs) if psnrs else None,
-        # 20 log10((max - min of the source image) / RMSE), over all frames of an object
         "minRangePsnrDb": min(ranged) if ranged else None,
+        "rangePsnrDefinition": RANGE_PSNR_DEFINITION,
         "meanPsnrDb": round(statistics.fmean(psnrs), 2) if psnrs else None,
         "maxAbsError": max(errors) if errors else None,
     }
