@@ -283,13 +283,8 @@ def _pixel_guard(job: StudyJob, deadline: Callable[[], int] | None, workers: int
     def check(obj: StudyObject, pixel_bytes: int) -> None:
         if pixel_bytes <= obj.size:
             return
-        needed_ms = 1000 * pixel_bytes * SECONDS_PER_BYTE_PER_WORKER / max(workers, 1) + SAFETY_MARGIN_MS
-        if needed_ms > deadline():
-            raise StudyFailed(
-                "StudyTooLarge",
-                f"study too large for the configured timeout: {obj.path} holds {pixel_bytes:,} bytes of pixel data "
-                f"in {obj.size:,} file bytes (about {needed_ms / 1000:.0f} s needed, {deadline() / 1000:.0f} s left)",
-            )
+        _fail_if_too_slow(pixel_bytes, workers, deadline,
+                          f"{obj.path} holds {pixel_bytes:,} bytes of pixel data in {obj.size:,} file bytes")
 
     return check
 
@@ -300,11 +295,15 @@ def _check_time(job: StudyJob, deadline: Callable[[], int] | None, workers: int)
     if deadline is None or job.study is None:
         return
     total = sum(o.size for o in job.study.objects)
-    needed_ms = 1000 * total * SECONDS_PER_BYTE_PER_WORKER / max(workers, 1) + SAFETY_MARGIN_MS
+    _fail_if_too_slow(total, workers, deadline, f"{len(job.study.objects)} files, {total:,} bytes")
+
+
+def _fail_if_too_slow(pixel_bytes: int, workers: int, deadline: Callable[[], int], what: str) -> None:
+    needed_ms = 1000 * pixel_bytes * SECONDS_PER_BYTE_PER_WORKER / max(workers, 1) + SAFETY_MARGIN_MS
     if needed_ms > deadline():
         raise StudyFailed(
             "StudyTooLarge",
-            f"study too large for the configured timeout: {len(job.study.objects)} files, {total:,} bytes "
+            f"study too large for the configured timeout: {what} "
             f"(about {needed_ms / 1000:.0f} s needed, {deadline() / 1000:.0f} s left)",
         )
 
