@@ -60,8 +60,10 @@ def checkov() -> Path:
 def report(checkov: Path, packages) -> dict[str, dict]:
     """checkov's JSON results for each architecture's template, from one run."""
     cmd = [str(checkov), "--framework", "cloudformation", "--skip-download", "--output", "json"]
+    # Paths relative to the repository: given absolute paths, checkov 3.3.30's secrets check
+    # (CKV_AWS_45) flagged the same template in one clone folder and not in another.
     for pkg in packages.values():
-        cmd += ["--file", str(pkg.template_path)]
+        cmd += ["--file", str(pkg.template_path.resolve().relative_to(REPO.resolve()))]
     env = {**os.environ, **OFFLINE}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode in (0, 1), proc.stderr[-4000:]  # 1: failed checks, read below
