@@ -8,6 +8,7 @@ object gives the same output whether an encoder read it whole or the parent stre
 
 from __future__ import annotations
 
+import itertools
 import struct
 import time
 import zlib
@@ -116,13 +117,10 @@ class Assembly:
 
         from pipeline.files.dataset import edit_for_output
 
-        lengths = [n + n % 2 for n in self.spool.lengths]
+        lengths = [n + n % 2 for n in self.spool.lengths]  # items are padded to even length
+        offsets = list(itertools.accumulate((n + 8 for n in lengths[:-1]), initial=0))  # from the first item's tag
         extended = sum(lengths) + 8 * len(lengths) > _MAX_BOT
         if extended:  # empty Basic Offset Table; 64-bit offsets in the Extended Offset Table (PS3.5 A.4)
-            offsets, at = [], 0
-            for n in lengths:
-                offsets.append(at)
-                at += n + 8
             ds.ExtendedOffsetTable = struct.pack(f"<{len(offsets)}Q", *offsets)
             ds.ExtendedOffsetTableLengths = struct.pack(f"<{len(lengths)}Q", *lengths)
         header = self.begin.header
@@ -139,10 +137,6 @@ class Assembly:
         if extended:
             bot = _ITEM.pack(0xFFFE, 0xE000, 0)
         else:
-            offsets, at = [], 0
-            for n in lengths:
-                offsets.append(at)
-                at += n + 8
             bot = _ITEM.pack(0xFFFE, 0xE000, 4 * len(offsets)) + struct.pack(f"<{len(offsets)}I", *offsets)
         suffix = b""
         if trailer is not None and len(trailer):

@@ -119,6 +119,14 @@ class FrameLayout:
         return arr
 
 
+def extended_offsets(ds: Any) -> tuple[bytes, bytes] | None:
+    """The Extended Offset Table and its lengths when ``ds`` has them (pydicom's frame readers take
+    them as ``extended_offsets``), else ``None``."""
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        return ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths
+    return None
+
+
 @dataclass
 class FrameStats:
     """What verification measured, in exact integers so that sums over frames do not depend on

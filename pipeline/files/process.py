@@ -14,7 +14,7 @@ from pipeline.codec import FrameCodec, codec_for
 from pipeline.config import CompressionSettings
 from pipeline.files.decide import Keep, decide, is_dicomdir, pixel_data_size_error
 from pipeline.files.errors import describe_error
-from pipeline.files.frames import FrameError, FrameLayout, FrameResult, FrameStats, encode_frame
+from pipeline.files.frames import FrameError, FrameLayout, FrameResult, FrameStats, encode_frame, extended_offsets
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.verify import VerificationFailed, floor_entry, summarise
 
@@ -208,10 +208,7 @@ def stored_frames(ds: object, layout: FrameLayout, frames: int) -> list[memoryvi
             raise FrameError(error)
         view, size = memoryview(value), layout.frame_bytes
         return [view[i * size : (i + 1) * size] for i in range(frames)]
-    extended = None
-    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:  # type: ignore[operator]
-        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)  # type: ignore[attr-defined]
-    found = list(generate_frames(value, number_of_frames=frames, extended_offsets=extended))
+    found = list(generate_frames(value, number_of_frames=frames, extended_offsets=extended_offsets(ds)))
     if len(found) < frames:
         raise FrameError(f"malformed DICOM: {len(found)} encapsulated frame(s), Number of Frames says {frames}")
     return found[:frames]
@@ -235,9 +232,7 @@ def check_container(out: bytes, codestreams: list[bytes], layout: FrameLayout) -
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     if (int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) != (layout.rows, layout.columns, layout.samples_per_pixel):
         raise VerificationFailed("the written header does not describe the encoded image")
-    found = list(generate_frames(ds.PixelData, number_of_frames=nframes,
-                                 extended_offsets=(ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
-                                 if "ExtendedOffsetTable" in ds else None))
+    found = list(generate_frames(ds.PixelData, number_of_frames=nframes, extended_offsets=extended_offsets(ds)))
     if len(found) != nframes or nframes != len(codestreams):
         raise VerificationFailed(f"{len(found)} encapsulated frames, Number of Frames says {nframes}")
     for written, encoded in zip(found, codestreams):

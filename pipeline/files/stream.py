@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from pipeline.codec.base import FrameCodec
 from pipeline.files.decide import Keep, Transcode, decide, is_dicomdir, pixel_data_size_error
 from pipeline.files.errors import describe_error
-from pipeline.files.frames import FrameLayout
+from pipeline.files.frames import FrameLayout, extended_offsets
 from pipeline.files.header import Header, HeaderError, read_header, read_trailer
 from pipeline.study.listing import StudyObject
 
@@ -143,13 +143,10 @@ def _frames(obj: StudyObject, header: Header, decision: Transcode) -> Iterator[F
         return
     from pydicom.encaps import generate_frames
 
-    extended = None
-    ds = header.ds
-    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
     index = -1
     try:
-        for index, data in enumerate(generate_frames(stream, number_of_frames=count, extended_offsets=extended)):
+        frames = generate_frames(stream, number_of_frames=count, extended_offsets=extended_offsets(header.ds))
+        for index, data in enumerate(frames):
             if index >= count:
                 break
             yield FrameTask(obj, index, data, layout)

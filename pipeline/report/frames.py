@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from pipeline.files.frames import FrameLayout
+from pipeline.files.frames import FrameLayout, extended_offsets
 from pipeline.files.header import DEFLATED, read_header
 from pipeline.study.listing import StudyObject
 from pipeline.study.source import StudySource
@@ -100,10 +100,7 @@ def frame_from_stream(reader: BinaryIO, index: int | None = None) -> Frame:
     index, count = _pick(ds, index)
     stream = header.stream
     if layout.encapsulated:
-        extended = None
-        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-            extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
-        data = get_frame(stream, index, number_of_frames=count, extended_offsets=extended)
+        data = get_frame(stream, index, number_of_frames=count, extended_offsets=extended_offsets(ds))
     else:
         target = pixel.value_offset + index * layout.frame_bytes
         if header.transfer_syntax == DEFLATED:
