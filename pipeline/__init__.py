@@ -5,3 +5,7 @@ study and works on any :class:`pipeline.study.source.StudySource` (a local folde
 """
 
 __version__ = "0.1.0"
+
+from pipeline import gdcm_on_demand as _gdcm_on_demand
+
+_gdcm_on_demand.import_pydicom()
