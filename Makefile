@@ -47,7 +47,7 @@ test: $(STAMP) tools checkov-install awscli-install
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m pipeline demo
+	$(PY) -m devstack demo
 
 bench: $(STAMP)
 	cd bench/dcmjs && npm ci --no-audit --no-fund --silent

@@ -39,7 +39,7 @@ def run_pipeline(stack: Any, study: Path, name: str, *, workers: int, options: d
                  cores: CoreSplit) -> dict[str, Any]:
     """Upload once per study; each variant writes a new manifest (the trigger) with its own output name."""
     from pipeline.aws import client
-    from pipeline.local.submit import submit_study
+    from devstack.submit import submit_study
     from pipeline.outputs.s3 import get_json
 
     s3 = client("s3")
@@ -51,7 +51,7 @@ def run_pipeline(stack: Any, study: Path, name: str, *, workers: int, options: d
         _uploaded[study.name] = listed
     out_name = f"{study.name}-{name}.zip"
     env = {**os.environ, **stack.env(), "WORKERS": str(workers), "LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-    worker = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", stack.queue_url], env=env, cwd=ROOT,
+    worker = subprocess.Popen([sys.executable, "-m", "devstack", "poll", stack.queue_url], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL)
     if cores.pinned:  # before it forks its encoders: they inherit it
         pin(worker.pid, cores.pipeline)
@@ -255,7 +255,7 @@ def lambda_model(t1: float, speedup2: float, arch: str = "arm64") -> list[dict[s
     CPU share is proportional to memory (1,769 MB = 1 vCPU); workers = whole vCPUs (at least 1);
     n workers are assumed to scale like the measured 2 (1 + (n-1) x (S2 - 1)).
     """
-    from pipeline.files.workers import available_cpus
+    from pipeline.host import available_cpus
 
     rows = []
     for mb in (1024, 1769, 2048, 3008, 3538, 5307, 7076, 10240):
@@ -293,7 +293,7 @@ def main() -> int:
     mb400 = study_bytes(s400) / 1e6
     log(f"{s400.name}: {len(study_files(s400))} files, {mb400:.1f} MB")
 
-    from pipeline.local.stack import RunningStack
+    from devstack.stack import RunningStack
 
     if args.render_only:
         res = json.loads((WORK / "results.json").read_text())
@@ -500,7 +500,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         "",
         "S3 here is a moto server on the same machine, so every GET costs CPU twice (client and server), which",
         "Lambda would not pay for the server side (the server is moto's own, started without its per-request",
-        "package-folder listing and access log: `pipeline/local/moto_server.py`). "
+        "package-folder listing and access log: `devstack/moto_server.py`). "
         + ("It and the bench itself (its memory sampler and its wait for the outcome event: the measuring column) share"
            if shared else "It and the bench itself (the measuring column) ran on other CPUs than"),
         f"the pipeline's cores. CPU seconds, measured from /proc; cores busy: of the pipeline's {allw}:",

@@ -115,15 +115,15 @@ def run_stack(study: Path, *, workers: int, options: dict[str, Any]) -> dict[str
     """The same object through the local stack: uploaded to S3, read by ranged GETs, ZIP uploaded."""
     from bench.__main__ import await_outcome
     from pipeline.aws import client
-    from pipeline.local.stack import RunningStack
-    from pipeline.local.submit import submit_study
+    from devstack.stack import RunningStack
+    from devstack.submit import submit_study
     from pipeline.outputs.s3 import get_json
 
     with RunningStack() as stack:
         prefix = f"incoming/bench-large/{study.name}/"
         listed = submit_study(study, f"s3://{stack.bucket}/{prefix}", marker="none")["listed"]
         env = {**os.environ, **stack.env(), "WORKERS": str(workers), "LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", stack.queue_url], env=env, cwd=ROOT,
+        worker = subprocess.Popen([sys.executable, "-m", "devstack", "poll", stack.queue_url], env=env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL)
         record_key = f"compressed/bench-large/{study.name}.result.json"
         try:

@@ -8,4 +8,4 @@ __version__ = "0.1.0"
 
 from pipeline import gdcm_on_demand as _gdcm_on_demand
 
-_gdcm_on_demand.import_pydicom()
+_gdcm_on_demand.install()

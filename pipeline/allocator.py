@@ -29,7 +29,7 @@ _applied = False
 
 
 def bound_allocator(mmap_threshold: int = 256 * 1024, arenas: int = 2) -> bool:
-    """Apply once per process (forked workers inherit it); ``False`` when not on glibc.
+    """Apply once per process (forked encoders inherit it); ``False`` when not on glibc.
 
     ``DICOM_MALLOC_DEFAULTS=1`` leaves glibc's defaults (for measuring the difference)."""
     global _applied

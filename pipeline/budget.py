@@ -41,13 +41,13 @@ class MemoryBudget:
     memory: int
 
     @classmethod
-    def for_host(cls, workers: int, *, memory: int | None = None, in_flight: int | None = None) -> "MemoryBudget":
-        """The budget for ``workers`` encoders on this host (or on ``memory`` bytes): a quarter of
+    def for_host(cls, encoders: int, *, memory: int | None = None, in_flight: int | None = None) -> "MemoryBudget":
+        """The budget for ``encoders`` encoders on this host (or on ``memory`` bytes): a quarter of
         what is left after the processes' own baseline, between MIN_IN_FLIGHT and MAX_IN_FLIGHT,
         unless ``in_flight`` overrides it."""
         memory = memory or available_memory()
         if in_flight is None:
-            spare = memory - PARENT_BASE - workers * ENCODER_BASE
+            spare = memory - PARENT_BASE - encoders * ENCODER_BASE
             in_flight = max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, spare // 4))
         if in_flight < 1 * MIB:
             raise BudgetError(f"the in-flight memory budget must be at least 1 MiB, not {in_flight:,} bytes")

@@ -137,3 +137,15 @@ def settings_from_env(env: dict[str, str] | None = None) -> CompressionSettings:
     transform = env.get("COLOUR_TRANSFORM", "").strip().lower() in ("1", "true", "yes", "on")
     return replace(base.with_overrides(rate=rate, codec=codec, verify=verify, min_psnr=floor),  # type: ignore[arg-type]
                    colour_transform=transform, uid_root=env.get("UID_ROOT", "").strip() or DEFAULT_UID_ROOT)
+
+
+def encoders_from_env(env: dict[str, str] | None = None) -> int | None:
+    """``ENCODERS``: how many encoder processes (``WORKERS`` is its older name); None: as the host allows."""
+    env = dict(os.environ) if env is None else env
+    value = env.get("ENCODERS") or env.get("WORKERS")
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(f"ENCODERS must be a whole number, not {value!r}") from None

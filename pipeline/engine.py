@@ -1,4 +1,4 @@
-"""One study, end to end: read ahead -> encode in workers -> ZIP in order -> result.
+"""One study, end to end: read ahead -> encode in encoders -> ZIP in order -> result.
 
 Stages overlap and every queue between them is bounded in bytes (:mod:`pipeline.budget`): small
 objects are read whole and encoded by one encoder each; larger ones are streamed as header +
@@ -28,7 +28,7 @@ from pipeline.files.frames import FrameResult
 from pipeline.files.header import DEFLATED
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.stream import Begin, End, FileTask, Item, KeepWhole, stream_object
-from pipeline.files.workers import available_cpus, process_items
+from pipeline.files.encoders import available_cpus, process_items
 from pipeline.study.listing import Ignored, StudyObject, order_study, split_triggers
 from pipeline.study.source import ObjectReader, StudySource
 
@@ -77,7 +77,7 @@ class StudyRun:
     timings: dict[str, float]
     started_at: str
     finished_at: str
-    workers: int
+    encoders: int
     budget: MemoryBudget | None = None
     spooled_bytes: int = 0
 
@@ -143,11 +143,11 @@ class _ReadAhead:
         self.pool.shutdown(wait=True)
 
 
-def _items(study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], workers: int) -> Iterator[Item]:
+def _items(study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], encoders: int) -> Iterator[Item]:
     """The study as work, in ZIP order: small objects whole, the others header + frames."""
     small = [o for o in study.objects if o.size <= budget.stream_threshold]
     # Reads ahead: enough to keep every encoder fed (its queue and the one it encodes) and no more.
-    reads = _ReadAhead(study.source, small, budget.in_flight // 2, timings, max_count=workers * 3 + 2)
+    reads = _ReadAhead(study.source, small, budget.in_flight // 2, timings, max_count=encoders * 3 + 2)
     try:
         for obj in study.objects:
             if obj.size <= budget.stream_threshold:
@@ -246,7 +246,7 @@ def compress_study(
     sink: Sink,
     settings: CompressionSettings,
     *,
-    workers: int | None = None,
+    encoders: int | None = None,
     budget: MemoryBudget | None = None,
     progress: Progress | None = None,
     on_pixels: Callable[[StudyObject, int], None] | None = None,
@@ -254,13 +254,13 @@ def compress_study(
     """Write the study's ZIP to ``sink`` and return what happened to every object."""
     started = _utc_now()
     t0 = time.perf_counter()
-    bound_allocator()  # before the workers fork and the read threads start: they inherit it
-    workers = workers or available_cpus()
-    budget = budget or MemoryBudget.for_host(workers, in_flight=budget_override())
+    bound_allocator()  # before the encoders fork and the read threads start: they inherit it
+    encoders = encoders or available_cpus()
+    budget = budget or MemoryBudget.for_host(encoders, in_flight=budget_override())
     timings = {"read": 0.0, "encode": 0.0, "verify": 0.0, "write": 0.0}
     codec = codec_for(settings)
-    # Worker processes are forked inside process_items before the read threads start.
-    results = process_items(_LazyItems(study, budget, codec, timings, workers), settings, workers, budget.in_flight)
+    # Encoder processes are forked inside process_items before the read threads start.
+    results = process_items(_LazyItems(study, budget, codec, timings, encoders), settings, encoders, budget.in_flight)
     writer = ZipStreamWriter(sink)
     archiver = _Archiver(study, writer, settings, codec, budget, timings, on_pixels)
     outcomes: list[FileOutcome] = []
@@ -291,17 +291,17 @@ def compress_study(
         timings={k: round(v, 3) for k, v in timings.items()},
         started_at=started,
         finished_at=_utc_now(),
-        workers=workers,
+        encoders=encoders,
         budget=budget,
         spooled_bytes=archiver.spooled,
     )
 
 
 class _LazyItems:
-    """Starts the read-ahead threads only when first iterated (after the workers have forked)."""
+    """Starts the read-ahead threads only when first iterated (after the encoders have forked)."""
 
-    def __init__(self, study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], workers: int) -> None:
-        self.args = (study, budget, codec, timings, workers)
+    def __init__(self, study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], encoders: int) -> None:
+        self.args = (study, budget, codec, timings, encoders)
 
     def __iter__(self) -> Iterator[Item]:
         return _items(*self.args)

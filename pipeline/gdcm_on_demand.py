@@ -1,11 +1,12 @@
 """python-gdcm loaded by the first frame that needs it, not by ``import pydicom``.
 
 pydicom imports every installed decoder plugin as it is imported, and python-gdcm's libraries
-cost a process about 19 MB of RSS and 27 ms. The handler never decodes pixels and its encoder
-processes are forks of it, so the whole tree paid that three times over (the local stack's 1 GB
-row went over its 300 MB bound by it), although only JPEG Lossless and JPEG-LS inputs need GDCM.
-Here pydicom is imported with ``gdcm`` held back, and a plugin of ours, in the place of
-pydicom's own, loads GDCM and pydicom's GDCM plugin the first time a frame asks for them.
+cost a process about 19 MB of RSS and 27 ms. The encoder processes are forks of the process
+that imported pydicom, so the whole tree paid that three times over (the local stack's 1 GB row
+went over its 300 MB bound by it), although only JPEG Lossless and JPEG-LS inputs need GDCM.
+So pydicom's own GDCM plugin finds ``gdcm`` missing when pydicom imports it, and a plugin of
+ours, registered in its place by :func:`register`, loads GDCM and that plugin the first time a
+frame asks for them. Anyone else's ``import gdcm`` is left alone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from types import ModuleType
 from typing import Any, Sequence
 
 _PYDICOM_PLUGIN = "pydicom.pixels.decoders.gdcm"
+_PYDICOM_IMPORTERS = frozenset({_PYDICOM_PLUGIN, "pydicom.pixel_data_handlers.gdcm_handler"})
 LABEL = "gdcm-on-demand"
 
 # What pydicom's GDCM plugin decodes (JPEG 2000 is pylibjpeg-openjpeg's first; GDCM stays the
@@ -36,30 +38,46 @@ _UIDS = (
 )
 DECODER_DEPENDENCIES = {uid: ("gdcm>=3.0.10",) for uid in _UIDS}
 
+_released = False
+
 
 class _HoldBack(importlib.abc.MetaPathFinder):
-    """Makes ``import gdcm`` fail while pydicom registers its plugins."""
+    """Fails ``import gdcm`` when pydicom's plugin modules ask for it, until a frame needs it."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname == "gdcm":
-            raise ModuleNotFoundError("gdcm is loaded on demand", name=fullname)
+        if fullname == "gdcm" and not _released and _imported_by_pydicom():
+            raise ModuleNotFoundError("gdcm is loaded on demand (pipeline.gdcm_on_demand)", name=fullname)
         return None
 
 
-def import_pydicom() -> None:
-    """Import pydicom with GDCM deferred; a no-op once pydicom is in (GDCM then is too)."""
-    if "pydicom" in sys.modules or importlib.util.find_spec("gdcm") is None:
+def _imported_by_pydicom() -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__") in _PYDICOM_IMPORTERS:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+def install() -> None:
+    """Hold GDCM back from pydicom's import; a no-op if pydicom (with GDCM) is loaded already."""
+    if "pydicom" not in sys.modules and not any(isinstance(f, _HoldBack) for f in sys.meta_path):
+        sys.meta_path.insert(0, _HoldBack())
+
+
+@cache
+def register() -> None:
+    """Give every GDCM transfer syntax our plugin, unless pydicom's own loaded GDCM already."""
+    if importlib.util.find_spec("gdcm") is None:
         return
-    hold = _HoldBack()
-    sys.meta_path.insert(0, hold)
-    try:
-        from pydicom.pixels import get_decoder
-    finally:
-        sys.meta_path.remove(hold)
+    from pydicom.pixels import get_decoder
+
     for uid in _UIDS:
-        get_decoder(uid).add_plugin(LABEL, (__name__, "_decode_frame"))
+        decoder = get_decoder(uid)
+        if "gdcm" not in decoder.available_plugins and LABEL not in decoder.available_plugins:
+            decoder.add_plugin(LABEL, (__name__, "_decode_frame"))
 
 
 def is_available(uid: str) -> bool:
@@ -69,8 +87,10 @@ def is_available(uid: str) -> bool:
 
 @cache
 def _pydicom_gdcm_plugin() -> ModuleType:
+    global _released
+    _released = True
     module = importlib.import_module(_PYDICOM_PLUGIN)
-    if not module.HAVE_GDCM:  # imported while gdcm was held back: run it again with gdcm there
+    if not module.HAVE_GDCM:  # imported while gdcm was held back: run it again, gdcm there
         module = importlib.reload(module)
     return module
 

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pipeline.aws import client, error_code, is_transient
-from pipeline.config import CompressionSettings, settings_from_env
+from pipeline.config import CompressionSettings, encoders_from_env, settings_from_env
 from pipeline.engine import Study, compress_study
 from pipeline.outputs.report import put_s3_report
 from pipeline.files.errors import describe_error
@@ -32,8 +32,8 @@ from pipeline.study.source import SourceError
 from pipeline.trigger.events import StudyTrigger
 
 HEARTBEAT_SECONDS = 5.0
-#: Seconds of work per input byte at one worker (measured: 512x512 CT, J2K + verification).
-SECONDS_PER_BYTE_PER_WORKER = 0.12 / (512 * 1024)
+#: Seconds of work per input byte at one encoder (measured: 512x512 CT, J2K + verification).
+SECONDS_PER_BYTE_PER_ENCODER = 0.12 / (512 * 1024)
 SAFETY_MARGIN_MS = 30_000
 
 
@@ -69,7 +69,7 @@ class ServiceConfig:
     max_receives: int = 3
     #: A lock whose holder has not refreshed it for this long belongs to a dead worker.
     lock_stale_seconds: int = 300
-    workers: int | None = None
+    encoders: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "ServiceConfig":
@@ -89,7 +89,7 @@ class ServiceConfig:
             settings=settings_from_env(env),
             max_receives=int(env.get("MAX_RECEIVES", "3")),
             lock_stale_seconds=int(env.get("LOCK_STALE_SECONDS", "300")),
-            workers=int(env["WORKERS"]) if env.get("WORKERS") else None,
+            encoders=encoders_from_env(env),
         )
 
 
@@ -272,7 +272,7 @@ def _processing_record(job: StudyJob, started: str, done: int, total: int) -> di
     }
 
 
-def _pixel_guard(job: StudyJob, deadline: Callable[[], int] | None, workers: int) -> Callable[[StudyObject, int], None] | None:
+def _pixel_guard(job: StudyJob, deadline: Callable[[], int] | None, encoders: int) -> Callable[[StudyObject, int], None] | None:
     """Re-checks the time once a streamed object's header says how many pixel bytes it holds:
     a Deflated object's file size says nothing of that (1 MB can inflate to 1 GB), so the
     estimate made from file sizes before the run is revised, and a study that cannot finish
@@ -283,23 +283,23 @@ def _pixel_guard(job: StudyJob, deadline: Callable[[], int] | None, workers: int
     def check(obj: StudyObject, pixel_bytes: int) -> None:
         if pixel_bytes <= obj.size:
             return
-        _fail_if_too_slow(pixel_bytes, workers, deadline,
+        _fail_if_too_slow(pixel_bytes, encoders, deadline,
                           f"{obj.path} holds {pixel_bytes:,} bytes of pixel data in {obj.size:,} file bytes")
 
     return check
 
 
-def _check_time(job: StudyJob, deadline: Callable[[], int] | None, workers: int) -> None:
+def _check_time(job: StudyJob, deadline: Callable[[], int] | None, encoders: int) -> None:
     """The estimate before the run, from file sizes (for all but Deflated objects, their pixel
     bytes plus a header); :func:`_pixel_guard` revises it as streamed objects reveal theirs."""
     if deadline is None or job.study is None:
         return
     total = sum(o.size for o in job.study.objects)
-    _fail_if_too_slow(total, workers, deadline, f"{len(job.study.objects)} files, {total:,} bytes")
+    _fail_if_too_slow(total, encoders, deadline, f"{len(job.study.objects)} files, {total:,} bytes")
 
 
-def _fail_if_too_slow(pixel_bytes: int, workers: int, deadline: Callable[[], int], what: str) -> None:
-    needed_ms = 1000 * pixel_bytes * SECONDS_PER_BYTE_PER_WORKER / max(workers, 1) + SAFETY_MARGIN_MS
+def _fail_if_too_slow(pixel_bytes: int, encoders: int, deadline: Callable[[], int], what: str) -> None:
+    needed_ms = 1000 * pixel_bytes * SECONDS_PER_BYTE_PER_ENCODER / max(encoders, 1) + SAFETY_MARGIN_MS
     if needed_ms > deadline():
         raise StudyFailed(
             "StudyTooLarge",
@@ -381,12 +381,12 @@ def run_trigger(
 
 
 def _compress(job: StudyJob, remaining_ms: Callable[[], int] | None) -> dict[str, Any]:
-    from pipeline.files.workers import available_cpus
+    from pipeline.files.encoders import available_cpus
 
     s3 = client("s3")
     cfg = job.cfg
-    workers = cfg.workers or available_cpus()
-    _check_time(job, remaining_ms, workers)
+    encoders = cfg.encoders or available_cpus()
+    _check_time(job, remaining_ms, encoders)
     _acquire_lock(s3, job)
     sink = MultipartSink(s3, cfg.target_bucket, job.zip_key)
     try:
@@ -402,8 +402,8 @@ def _compress(job: StudyJob, remaining_ms: Callable[[], int] | None) -> dict[str
         logger.info("compressing study", extra={"study": job.trigger.study_prefix, "files": len(job.study.objects)})
         beat = _heartbeat(s3, job, started, remaining_ms)
         beat(0, len(job.study.objects))  # the "processing" record exists from the start
-        run = compress_study(job.study, sink, job.settings, workers=workers, progress=beat,
-                             on_pixels=_pixel_guard(job, remaining_ms, workers))
+        run = compress_study(job.study, sink, job.settings, encoders=encoders, progress=beat,
+                             on_pixels=_pixel_guard(job, remaining_ms, encoders))
         sink.complete()
         study, output = job.locations()
         record = build_record(

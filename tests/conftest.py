@@ -41,7 +41,7 @@ def fixture_study() -> Path:
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest) -> Iterator[Any]:
     """One moto server + the deployed resources per test module (``VISIBILITY_TIMEOUT`` in the module)."""
-    from pipeline.local.stack import RunningStack
+    from devstack.stack import RunningStack
 
     visibility = getattr(request.module, "VISIBILITY_TIMEOUT", 10)
     with RunningStack(visibility_timeout=visibility) as running:

@@ -1,6 +1,6 @@
 """Shared helpers for the handler (in-process moto) and end-to-end (moto server) tests.
 
-Nothing here mocks the pipeline: it creates AWS resources the way ``pipeline.local.stack``
+Nothing here mocks the pipeline: it creates AWS resources the way ``devstack.stack``
 does, uploads real DICOM files, reads what the worker wrote and what it announced.
 """
 
@@ -23,7 +23,7 @@ from urllib.parse import quote_plus
 import pydicom
 import pytest
 
-from pipeline.local.stack import REGION, LocalStack, provision
+from devstack.stack import REGION, LocalStack, provision
 
 SOURCE = "dicom.compression"
 COMPRESSED = "Study Compressed"

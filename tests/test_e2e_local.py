@@ -34,9 +34,9 @@ from e2e_helpers import (
     study_files,
 )
 from pipeline.aws import client
-from pipeline.local.stack import LocalStack, RunningStack
-from pipeline.local.submit import submit_study
-from pipeline.local.worker import poll_once
+from devstack.stack import LocalStack, RunningStack
+from devstack.submit import submit_study
+from devstack.poller import poll_once
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -126,7 +126,7 @@ class Harness:
         return [m["Body"] for m in msgs]
 
     def status(self, url: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-        from pipeline.cli import main
+        from devstack.cli import main
 
         capsys.readouterr()
         code = main(["status", url])
@@ -333,7 +333,7 @@ def incomplete(harness: Harness, corpus: Path, tmp_path_factory: pytest.TempPath
 def _status_without_capsys(url: str) -> tuple[int, dict[str, Any]]:
     import contextlib
 
-    from pipeline.cli import main
+    from devstack.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

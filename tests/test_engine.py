@@ -31,7 +31,7 @@ from pydicom.pixels import pixel_array
 from e2e_helpers import communicate_or_fail
 from pipeline.config import CompressionSettings
 from pipeline.engine import Study, compress_study
-from pipeline.files import workers as W
+from pipeline.files import encoders as W
 from pipeline.outputs.local import write_local_outputs
 from pipeline.study.listing import StudyObject, order_study
 from pipeline.study.source import LocalStudySource
@@ -60,7 +60,7 @@ IDLE_WAIT_RETRIES = 4
 
 # --------------------------------------------------------------------------- hang guard
 #
-# pipeline.files.workers._Pool.run used to call multiprocessing.connection.wait() with an empty
+# pipeline.files.encoders._Pool.run used to call multiprocessing.connection.wait() with an empty
 # list (see test_pool_never_waits_with_nothing_in_flight), which blocks forever. Every engine call
 # in this module runs with `wait` wrapped so that, should it come back, it raises at once instead
 # of hanging the test run. Nothing else about `wait` changes.
@@ -89,7 +89,7 @@ _CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    import pipeline.files.workers as W
+    import pipeline.files.encoders as W
 
     real = getattr(W, "wait", None)
 
@@ -111,7 +111,7 @@ _CHILD = textwrap.dedent(
     args = json.loads(sys.argv[1])
     record = write_local_outputs(
         Study.from_source(LocalStudySource(args["src"])), Path(args["zip"]),
-        CompressionSettings(**args["settings"]), workers=args["workers"],
+        CompressionSettings(**args["settings"]), encoders=args["workers"],
     )
     if record["status"] == "failed" and "PoolIdleWait" in (record.get("error") or {}).get("message", ""):
         sys.exit(3)
@@ -391,7 +391,7 @@ def test_gdcm_reads_every_lossy_ct_entry(lossy_run, corpus_study, tmp_path):
 
 def _local(study_dir: Path, out_dir: Path, settings: CompressionSettings, workers: int | None = 2) -> tuple[Path, dict]:
     zip_path = out_dir / "study.zip"
-    record = write_local_outputs(Study.from_source(LocalStudySource(study_dir)), zip_path, settings, workers=workers)
+    record = write_local_outputs(Study.from_source(LocalStudySource(study_dir)), zip_path, settings, encoders=workers)
     return zip_path, record
 
 
@@ -403,7 +403,7 @@ def test_same_bytes_with_one_or_two_workers(settings, fixture_study, tmp_path):
     assert one_zip.read_bytes() == two_zip.read_bytes()
     assert one["files"] == two["files"]
     assert one["output"]["sha256"] == two["output"]["sha256"] == hashlib.sha256(one_zip.read_bytes()).hexdigest()
-    assert one["timings"]["workers"] == 1 and two["timings"]["workers"] == 2
+    assert one["timings"]["encoders"] == 1 and two["timings"]["encoders"] == 2
 
 
 def test_nested_study_order(fixture_study, tmp_path):
@@ -529,5 +529,5 @@ def test_pool_never_waits_with_nothing_in_flight(tmp_path, monkeypatch):
         return wanted
 
     monkeypatch.setattr(W, "wait", scripted)
-    run = compress_study(Study.from_source(LocalStudySource(study)), io.BytesIO(), LOSSLESS, workers=2)
+    run = compress_study(Study.from_source(LocalStudySource(study)), io.BytesIO(), LOSSLESS, encoders=2)
     assert [o.path for o in run.outcomes] == [f"note{i:02d}.txt" for i in range(1, 13)]

@@ -177,10 +177,10 @@ def test_workers_are_forked_with_the_codec_libraries_already_imported(tmp_path, 
         f"""
         import sys
         from pipeline.config import CompressionSettings
-        from pipeline.files.workers import process_files
+        from pipeline.files.encoders import process_files
         assert "openjpeg" not in sys.modules and "pydicom.pixels" not in sys.modules
         data = open({str(next((corpus / "ct-series/ge-hispeed-head-tilt").glob("*.dcm")))!r}, "rb").read()
-        out = list(process_files(iter([("a.dcm", data)]), CompressionSettings(), workers=1))
+        out = list(process_files(iter([("a.dcm", data)]), CompressionSettings(), encoders=1))
         assert out[0].action == "compressed", out[0].reason
         print("openjpeg" in sys.modules, "pydicom.pixels" in sys.modules)
         """

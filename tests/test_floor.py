@@ -144,7 +144,7 @@ def test_the_floor_is_deterministic_and_frame_by_frame_on_streamed_objects(corpu
     outs = []
     for in_flight in (1 * MIB, 1 * MIB, 128 * MIB):  # streamed twice, then read whole
         buf = io.BytesIO()
-        run = compress_study(Study.from_source(LocalStudySource(root)), buf, FLOOR, workers=2,
+        run = compress_study(Study.from_source(LocalStudySource(root)), buf, FLOOR, encoders=2,
                              budget=MemoryBudget.for_host(2, in_flight=in_flight))
         outs.append(buf.getvalue())
     assert outs[0] == outs[1] == outs[2]

@@ -22,12 +22,21 @@ import hashlib, json, sys
 first = sys.argv[1]
 if first == "pipeline":
     import handlers.worker  # the Lambda's import path: pipeline first
+    from pipeline.config import CompressionSettings
+    from pipeline.files.process import process_file
+    from pipeline.report.frames import frame_from_bytes
+
+    loaded_before = "gdcm" in sys.modules
+    actions = [process_file(p, open(p, "rb").read(), CompressionSettings(mode="lossless")).action for p in sys.argv[2:]]
+    pixels = [frame_from_bytes(open(p, "rb").read(), 0).pixels for p in sys.argv[2:]]
 else:
     import gdcm, pydicom  # pydicom with its own GDCM plugin, loaded eagerly
-loaded_before = "gdcm" in sys.modules
-import pydicom
-digests = [hashlib.sha256(pydicom.dcmread(p).pixel_array.tobytes()).hexdigest() for p in sys.argv[2:]]
-print(json.dumps({"before": loaded_before, "after": "gdcm" in sys.modules, "digests": digests}))
+
+    loaded_before = "gdcm" in sys.modules
+    actions = []
+    pixels = [pydicom.dcmread(p).pixel_array for p in sys.argv[2:]]
+digests = [hashlib.sha256(a.tobytes()).hexdigest() for a in pixels]
+print(json.dumps({"before": loaded_before, "after": "gdcm" in sys.modules, "digests": digests, "actions": actions}))
 """
 
 
@@ -45,4 +54,6 @@ def test_handler_import_leaves_gdcm_unloaded_and_first_frame_loads_it(corpus: Pa
     assert deferred["after"] is True
     assert eager["before"] is True
     assert deferred["digests"] == eager["digests"]
+    # JPEG Lossless and JPEG-LS lossless are re-encoded; near-lossless JPEG-LS is kept (lossy input).
+    assert deferred["actions"] == ["compressed", "compressed", "kept"]
 

@@ -1,6 +1,6 @@
 """The worker Lambda handler on in-process moto (``mock_aws``): SQS batch in, ZIP + record + event out.
 
-Resources are the ones ``pipeline.local.stack`` creates (bucket with the marker notification,
+Resources are the ones ``devstack.stack`` creates (bucket with the marker notification,
 study queue + DLQ, bus + rule -> notification queue); the S3 notifications are the ones moto
 itself put on the study queue, handed to ``handlers.worker.handler`` in Lambda's SQS event shape.
 """
@@ -38,8 +38,8 @@ from e2e_helpers import (
     worker_env,
 )
 from pipeline.aws import client, reset_clients
-from pipeline.local.stack import LocalStack
-from pipeline.local.worker import LambdaContext, sqs_event
+from devstack.stack import LocalStack
+from devstack.poller import LambdaContext, sqs_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 

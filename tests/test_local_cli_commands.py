@@ -35,7 +35,7 @@ def test_the_printed_aws_cli_line_works_and_sigterm_stops_the_stack(fixture_stud
     if not AWS.exists():
         pytest.fail(f"{AWS} not found: `make awscli-install` installs the real AWS CLI")
     port = _free_port()
-    stack = subprocess.Popen([sys.executable, "-m", "pipeline", "local", "--port", str(port)], cwd=ROOT,
+    stack = subprocess.Popen([sys.executable, "-m", "devstack", "up", "--port", str(port)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         lines: list[str] = []

@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.local.stack import REPO, _clients, free_port, start_moto
+from devstack.stack import REPO, _clients, free_port, start_moto
 
 
 def test_routing_cache_lists_what_moto_lists() -> None:
     probe = (
         "import moto.backends as b, logging\n"
         "before = list(b.list_of_moto_modules())\n"
-        "from pipeline.local.moto_server import quieten\n"
+        "from devstack.moto_server import quieten\n"
         "assert quieten()\n"
         "assert list(b.list_of_moto_modules()) == before and len(before) > 100, before\n"
         "assert list(b.list_of_moto_modules()) == before  # not an iterator used up once\n"

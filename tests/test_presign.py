@@ -1,4 +1,4 @@
-"""``python -m pipeline presign`` and the README's curl loop, as an operator and a clinic use them.
+"""``python -m devstack presign`` and the README's curl loop, as an operator and a clinic use them.
 
 What is refused is checked without AWS (signing needs credentials, not a server). The upload
 runs through the local stack without IAM enforcement (moto's enforcement rejects presigned
@@ -24,8 +24,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pytest
 
 from e2e_helpers import SMALL_STUDY, communicate_or_fail, natural_order
-from pipeline.local.presign import MAX_EXPIRES, PresignError, presign_study
-from pipeline.local.submit import file_entry, study_files
+from devstack.presign import MAX_EXPIRES, PresignError, presign_study
+from devstack.submit import file_entry, study_files
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -160,7 +160,7 @@ def presign_and_upload(stack: Any, workdir: Path, study_path: str, *, tamper: in
     assert shutil.which("curl") and shutil.which("bash"), "curl and bash are needed (make tools installs curl)"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     url = f"s3://{stack.bucket}/incoming/{study_path}/"
-    made = run([sys.executable, "-m", "pipeline", "presign", url, "./study", "--clinic", study_path.split("/")[0],
+    made = run([sys.executable, "-m", "devstack", "presign", url, "./study", "--clinic", study_path.split("/")[0],
                 "--expires", "600", "--lossless"], workdir, env)
     assert made.returncode == 0, made.stderr
     assert "presigned 5 files + manifest.json" in made.stdout
@@ -176,7 +176,7 @@ def work_until(stack: Any, record_key: str) -> dict[str, Any]:
     """The real handler on the real worker loop, until the study's record is final."""
     from handlers import worker
     from pipeline.aws import client
-    from pipeline.local.worker import poll_once
+    from devstack.poller import poll_once
 
     deadline = time.monotonic() + HANG_GUARD_SECONDS
     while time.monotonic() < deadline:

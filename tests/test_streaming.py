@@ -64,7 +64,7 @@ class _Recording(LocalStudySource):
 def _run(root: Path, settings: CompressionSettings, budget: MemoryBudget, workers: int = 2, source=None):
     source = source or LocalStudySource(root)
     buf = io.BytesIO()
-    run = compress_study(Study.from_source(source), buf, settings, workers=workers, budget=budget)
+    run = compress_study(Study.from_source(source), buf, settings, encoders=workers, budget=budget)
     return run, buf.getvalue()
 
 
@@ -252,7 +252,7 @@ def test_s3_objects_are_read_by_ranges_and_give_the_local_bytes(volume: Path) ->
 
 def test_an_encoder_dying_on_a_frame_keeps_the_object_and_the_study_goes_on(volume: Path, fixture_study: Path,
                                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.files.workers as W
+    import pipeline.files.encoders as W
 
     root = tmp_path / "study"
     shutil.copytree(fixture_study, root)
@@ -279,7 +279,7 @@ def test_an_encoder_dying_on_a_frame_keeps_the_object_and_the_study_goes_on(volu
 def test_work_in_flight_is_bounded_in_bytes(corpus: Path) -> None:
     """However many tasks are queued, those read and not yet handed out stay under the budget
     (plus the one that crossed it)."""
-    import pipeline.files.workers as W
+    import pipeline.files.encoders as W
     from pipeline.files.stream import FileTask
     from pipeline.study.listing import StudyObject
 
@@ -293,7 +293,7 @@ def test_work_in_flight_is_bounded_in_bytes(corpus: Path) -> None:
             yield FileTask(StudyObject(f"{i}.dcm", len(data)), data)
 
     budget = 3 * len(data) // 2  # room for one and a half files
-    for _ in W.process_items(tasks(), LOSSLESS, workers=2, budget_bytes=budget):
+    for _ in W.process_items(tasks(), LOSSLESS, encoders=2, budget_bytes=budget):
         emitted[0] += 1
     assert emitted[0] == 30
     assert peak[0] <= budget + len(data)
@@ -322,9 +322,9 @@ def test_the_time_guard_learns_a_deflated_objects_real_size(corpus: Path, tmp_pa
     guard = _pixel_guard(None, lambda: 40_000, 1)  # type: ignore[arg-type]  # 40 s left
     assert guard is not None
     with pytest.raises(StudyFailed, match="bomb.dcm holds 104,857,600 bytes of pixel data"):
-        compress_study(Study.from_source(LocalStudySource(bomb.parent)), io.BytesIO(), LOSSLESS, workers=1,
+        compress_study(Study.from_source(LocalStudySource(bomb.parent)), io.BytesIO(), LOSSLESS, encoders=1,
                        budget=ROOMY, on_pixels=guard)
     roomy = _pixel_guard(None, lambda: 900_000, 1)  # type: ignore[arg-type]
-    run = compress_study(Study.from_source(LocalStudySource(bomb.parent)), io.BytesIO(), LOSSLESS, workers=1,
+    run = compress_study(Study.from_source(LocalStudySource(bomb.parent)), io.BytesIO(), LOSSLESS, encoders=1,
                          budget=ROOMY, on_pixels=roomy)
     assert run.outcomes[0].action == "compressed"

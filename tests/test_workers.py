@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import CompressionSettings
-from pipeline.files import workers as W
+from pipeline.files import encoders as W
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSLESS = CompressionSettings(mode="lossless")
@@ -24,8 +24,8 @@ def jobs(corpus: Path) -> list[tuple[str, bytes]]:
 
 
 def test_outcomes_in_order_and_equal_to_inline(jobs):
-    inline = [o.data for o in W.process_files(iter(jobs), LOSSLESS, workers=0)]
-    pooled = list(W.process_files(iter(jobs), LOSSLESS, workers=2))
+    inline = [o.data for o in W.process_files(iter(jobs), LOSSLESS, encoders=0)]
+    pooled = list(W.process_files(iter(jobs), LOSSLESS, encoders=2))
     assert [o.path for o in pooled] == [p for p, _ in jobs]
     assert [o.data for o in pooled] == inline
 
@@ -39,7 +39,7 @@ def test_a_crashing_encoder_keeps_the_file_and_the_study_goes_on(jobs, monkeypat
         return real(path, data, settings, codec)
 
     monkeypatch.setattr(W, "process_file", crash_on_third)  # inherited by the forked workers
-    out = list(W.process_files(iter(jobs), LOSSLESS, workers=2))
+    out = list(W.process_files(iter(jobs), LOSSLESS, encoders=2))
     assert [o.path for o in out] == [p for p, _ in jobs]
     crashed = out[2]
     assert crashed.action == "kept" and crashed.warning and crashed.data == jobs[2][1]
@@ -53,11 +53,11 @@ def test_large_jobs_and_results_do_not_deadlock_the_pipes(corpus):
         f"""
         import glob, os
         from pipeline.config import CompressionSettings
-        from pipeline.files.workers import process_files
+        from pipeline.files.encoders import process_files
         ct = sorted(glob.glob({str(corpus / "ct-series/ge-hispeed-head-tilt/*.dcm")!r}))[:8]
         jobs = [("blob.bin", os.urandom(3_000_000))] + [(f"CT/{{i}}", open(p, "rb").read()) for i, p in enumerate(ct)]
         jobs += [("blob2.bin", os.urandom(3_000_000))]
-        out = list(process_files(iter(jobs), CompressionSettings(), workers=2))
+        out = list(process_files(iter(jobs), CompressionSettings(), encoders=2))
         print(len(out), sum(o.action == "compressed" for o in out))
         """
     )

@@ -60,7 +60,7 @@ class FrameCodec(ABC):
         return spec.photometric
 
     def load(self) -> None:
-        """Import the native library now: called before forking workers, so they share it
+        """Import the native library now: called before forking encoders, so they share it
         instead of each importing it again for every study."""
 
     @abstractmethod

@@ -1,7 +1,7 @@
 """JPEG 2000 Part 1 (ISO 15444-1) through pylibjpeg-openjpeg: the default codec.
 
 pylibjpeg-openjpeg holds the GIL and is not thread-safe: call it from one thread per
-process (the engine's workers are processes).
+process (the engine's encoders are processes).
 """
 
 from __future__ import annotations

@@ -98,6 +98,9 @@ class FrameLayout:
         from pydicom.pixels import get_decoder
         from pydicom.uid import UID
 
+        from pipeline.gdcm_on_demand import register
+
+        register()
         buffer: Any = data
         if self.encapsulated:  # pydicom's decoders take encapsulated Pixel Data: one item, no BOT
             buffer = encapsulate([bytes(data)], has_bot=False)

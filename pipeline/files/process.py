@@ -1,6 +1,6 @@
 """The per-file decision: compress, or keep byte-for-byte and say why.
 
-Pure function of (path, bytes, settings): it runs in worker processes and in tests alike.
+Pure function of (path, bytes, settings): it runs in encoder processes and in tests alike.
 """
 
 from __future__ import annotations
@@ -62,10 +62,13 @@ def directory_refs(ds: object) -> list[tuple[str, str | None, str | None]]:
 
 
 def load_libraries(codec: FrameCodec) -> None:
-    """Import everything :func:`process_file` needs, once, in the process that forks the workers."""
+    """Import everything :func:`process_file` needs, once, in the process that forks the encoders."""
     import pydicom.pixels  # noqa: F401
 
     import pipeline.files.dataset  # noqa: F401  (pydicom's writer and encapsulation with it)
+    from pipeline.gdcm_on_demand import register
+
+    register()  # GDCM itself waits for the first frame that needs it
 
     codec.load()
 

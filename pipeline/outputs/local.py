@@ -33,7 +33,7 @@ def write_local_outputs(
     zip_path: Path,
     settings: CompressionSettings,
     *,
-    workers: int | None = None,
+    encoders: int | None = None,
     budget: MemoryBudget | None = None,
     progress: Progress | None = None,
     report: bool = False,
@@ -44,7 +44,7 @@ def write_local_outputs(
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "wb") as fh:
-            run = compress_study(study, _ForwardOnly(fh), settings, workers=workers, budget=budget, progress=progress)
+            run = compress_study(study, _ForwardOnly(fh), settings, encoders=encoders, budget=budget, progress=progress)
         os.replace(tmp, zip_path)
         record = build_record(run, output={"path": str(zip_path), "record": str(record_path)})
         if report and run.outcomes:

@@ -87,7 +87,7 @@ def build_record(run: StudyRun, *, output: dict[str, Any], extra: dict[str, Any]
         "warnings": run.warnings + [f"{o.path}: {o.reason}" for o in run.outcomes if o.warning],
         "files": [o.to_record() for o in run.outcomes],
         "ignored": [{"path": i.path, "reason": i.reason} for i in run.study.ignored],
-        "timings": {**run.timings, "workers": run.workers, "spooledBytes": run.spooled_bytes,
+        "timings": {**run.timings, "encoders": run.encoders, "spooledBytes": run.spooled_bytes,
                     "memoryBudget": run.budget.describe() if run.budget else None},
         "startedAt": run.started_at,
         "finishedAt": run.finished_at,
@@ -136,7 +136,7 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         lines.append(f"quality floor {floor:g} dB range-PSNR: {len(touched)} image(s) re-encoded to meet it"
                      f" ({lossless} lossless); lowest range-PSNR {v.get('minRangePsnrDb')} dB")
     lines.append(f"zip: {o.get('path') or o.get('key')} sha256 {o['sha256'][:16]}…")
-    lines.append(f"time: {record['timings']['total']} s with {record['timings']['workers']} worker(s)")
+    lines.append(f"time: {record['timings']['total']} s with {record['timings']['encoders']} encoder(s)")
     for w in record["warnings"][:10]:
         lines.append(f"warning: {w}")
     if len(record["warnings"]) > 10:

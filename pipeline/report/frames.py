@@ -74,6 +74,9 @@ def frame_from_bytes(data: bytes, index: int | None = None) -> Frame:
     from pydicom import dcmread
     from pydicom.pixels import pixel_array
 
+    from pipeline.gdcm_on_demand import register
+
+    register()
     ds = dcmread(BytesIO(data))
     index, count = _pick(ds, index)
     return Frame(pixel_array(ds, index=index), ds, index, count)

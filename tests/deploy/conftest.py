@@ -41,8 +41,6 @@ PACKAGE_INPUTS = (
     "handlers",
     "pipeline",
 )
-# Inside those, but not in the artifact (serverless.yml package.patterns): no repackaging.
-NOT_PACKAGED = ("pipeline/local",)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,8 +78,6 @@ def _newest_input_mtime() -> float:
             newest = max(newest, path.stat().st_mtime)
         elif path.is_dir():
             for p in path.rglob("*"):
-                if p.relative_to(REPO).as_posix().startswith(tuple(d + "/" for d in NOT_PACKAGED)):
-                    continue
                 if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
                     newest = max(newest, p.stat().st_mtime)
     return newest

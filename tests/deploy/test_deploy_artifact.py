@@ -33,7 +33,7 @@ LAMBDA_EXTRAS = {"aws_xray_sdk": "aws_xray_sdk"}
 # Shipped by the Lambda Python runtime: must not be in the artifact.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six")
 REPO = Path(__file__).resolve().parents[2]
-NOT_SHIPPED_PREFIXES = ("tests/", "fixtures/", "bench/", "docs/", ".venv/", "node_modules/",
+NOT_SHIPPED_PREFIXES = ("tests/", "fixtures/", "bench/", "devstack/", "docs/", ".venv/", "node_modules/",
                         ".ci/", "build/", "scripts/", ".serverless/", ".git/")
 NOT_SHIPPED_FILES = ("serverless.yml", "package.json", "package-lock.json", "deploy.mk",
                      "Makefile", "requirements-dev.txt")
@@ -55,7 +55,7 @@ def test_contains_function_code(names: list[str]) -> None:
     assert "pipeline/__init__.py" in names, "the pipeline package is missing"
     assert "pipeline/service.py" in names
     # The local stack (moto emulation, worker loop, demo) is not function code.
-    assert not [n for n in names if n.startswith("pipeline/local/")]
+    assert not [n for n in names if n.startswith("devstack/")]
 
 
 def test_contains_runtime_packages_with_metadata(names: list[str]) -> None:

@@ -157,8 +157,8 @@ def lambda_python() -> str:
 @pytest.mark.parametrize("tracing", ["disabled", "active"])
 def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_python: str, xray_daemon,
                                                                 tmp_path: Path, tracing: str) -> None:
-    from pipeline.local.stack import RunningStack
-    from pipeline.local.worker import sqs_event
+    from devstack.stack import RunningStack
+    from devstack.poller import sqs_event
 
     package = packages[host_arch()]
     task = tmp_path / "task"
@@ -170,7 +170,7 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_
     files = sorted(p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file())
     assert sorted(files) == sorted(STUDY_ORDER)
 
-    # The local stack from the same package's template (pipeline/local/template.py).
+    # The local stack from the same package's template (devstack/template.py).
     running = RunningStack(template=package.template_path)
     with running as stack:
         assert running.template_used == package.template_path
@@ -233,7 +233,7 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_
         # The CT images were re-encoded (in the forked encoder process) and verified.
         assert record["totals"]["compressed"] == len(files) - 1  # all but the SR document
         assert record["verification"]["lossy"] == record["totals"]["compressed"]
-        assert record["timings"]["workers"] >= 1
+        assert record["timings"]["encoders"] >= 1
         assert record["output"]["sha256"] == hashlib.sha256(zip_bytes).hexdigest()
         with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
             assert zf.testzip() is None

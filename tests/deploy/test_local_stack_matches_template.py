@@ -1,7 +1,7 @@
 """One source of truth: the local stack is the packaged template's stack.
 
 ``RunningStack`` creates its resources from the packaged CloudFormation template with moto's
-CloudFormation (pipeline/local/template.py) whenever a current packaged template exists, and
+CloudFormation (devstack/template.py) whenever a current packaged template exists, and
 from the hand-written ``create_resources`` otherwise (a fresh checkout without Node.js, or
 right after serverless.yml changed). Both are checked here against the packaged template,
 on the live moto resources: S3 notification events and filters, redrive (and that the
@@ -43,7 +43,7 @@ def _arch() -> str:
 @pytest.fixture(params=["template", "builtin"])
 def live(request, packages) -> Any:
     """A running local stack, from the packaged template or from create_resources."""
-    from pipeline.local.stack import RunningStack
+    from devstack.stack import RunningStack
 
     template = packages[_arch()].template_path if request.param == "template" else None
     running = RunningStack(visibility_timeout=LOCAL_VISIBILITY_TIMEOUT, template=template)
@@ -142,7 +142,7 @@ def test_local_stack_agrees_with_the_packaged_template(live, templates) -> None:
     # Visibility timeout: 6 x the function timeout when deployed; locally the parameter.
     assert tq["VisibilityTimeout"] >= 6 * cfn.props("WorkerLambdaFunction")["Timeout"]
     assert int(queue["VisibilityTimeout"]) == LOCAL_VISIBILITY_TIMEOUT
-    from pipeline.local.stack import RunningStack
+    from devstack.stack import RunningStack
 
     param = inspect.signature(RunningStack).parameters["visibility_timeout"]
     assert param.kind is inspect.Parameter.KEYWORD_ONLY and isinstance(param.default, int)
@@ -150,8 +150,8 @@ def test_local_stack_agrees_with_the_packaged_template(live, templates) -> None:
 
 
 def test_running_stack_uses_the_current_packaged_template(packages, monkeypatch) -> None:
-    from pipeline.local import template as tpl
-    from pipeline.local.stack import RunningStack
+    from devstack import template as tpl
+    from devstack.stack import RunningStack
 
     monkeypatch.delenv(tpl.TEMPLATE_ENV, raising=False)
     found = tpl.packaged_template()
@@ -169,7 +169,7 @@ def test_stale_packaged_template_is_not_used(tmp_path: Path, monkeypatch) -> Non
     """Older than serverless.yml: it no longer describes the stack; the fallback is used."""
     import os
 
-    from pipeline.local import template as tpl
+    from devstack import template as tpl
 
     monkeypatch.delenv(tpl.TEMPLATE_ENV, raising=False)
     package_dir = tmp_path / "build" / "package"
@@ -186,7 +186,7 @@ def test_stale_packaged_template_is_not_used(tmp_path: Path, monkeypatch) -> Non
 
 def test_local_template_drops_only_lambdas_part(templates) -> None:
     """What the local stack leaves out of the packaged template, and what it changes."""
-    from pipeline.local.template import LocalTemplate
+    from devstack.template import LocalTemplate
 
     packaged = templates[_arch()]
     local = LocalTemplate(packaged, visibility_timeout=LOCAL_VISIBILITY_TIMEOUT)

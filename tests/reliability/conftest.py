@@ -1,7 +1,7 @@
 """Reliability tests: duplicates, kills, time limits, S3 faults, poison and hostile input, fuzzing, PHI.
 
-Everything here runs on real parts: a moto server (``pipeline.local.stack.RunningStack``), the
-real handler driven by the real ``poll_once`` or the real ``python -m pipeline worker`` process,
+Everything here runs on real parts: a moto server (``devstack.stack.RunningStack``), the
+real handler driven by the real ``poll_once`` or the real ``python -m devstack poll`` process,
 real DICOM from the corpus. Select with ``-m reliability``; see RELIABILITY.md for the results.
 """
 

@@ -104,7 +104,7 @@ def local_reference(study_dir: Path, settings: Any, *, workers: int = 2) -> tupl
         def write(self, data: bytes) -> int:
             return buf.write(data)
 
-    run = compress_study(Study.from_source(LocalStudySource(study_dir)), Sink(), settings, workers=workers)
+    run = compress_study(Study.from_source(LocalStudySource(study_dir)), Sink(), settings, encoders=workers)
     record = build_record(run, output={})
     return buf.getvalue(), record["files"]
 
@@ -183,7 +183,7 @@ class EventLog:
 def run_until_idle(queue_url: str, handler: Callable[..., Any], *, retry_delay: int = 1, **kw: Any) -> int:
     """Play Lambda (``poll_once``) until the study queue has nothing visible or in flight."""
     from pipeline.aws import client
-    from pipeline.local.worker import poll_once
+    from devstack.poller import poll_once
 
     sqs = client("sqs")
     polls = 0
@@ -229,7 +229,7 @@ def children_of(pid: int) -> list[int]:
 
 
 class WorkerProcess:
-    """``python -m pipeline worker QUEUE_URL`` as its own process, output kept in files."""
+    """``python -m devstack poll QUEUE_URL`` as its own process, output kept in files."""
 
     def __init__(self, stack: Any, workdir: Path, name: str, **extra_env: str) -> None:
         self.stack = stack
@@ -244,7 +244,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:  # the child keeps its copies
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "worker", self.stack.queue_url],
+                [sys.executable, "-m", "devstack", "poll", self.stack.queue_url],
                 cwd=ROOT, env=self.env, stdout=out, stderr=err,
             )
         return self

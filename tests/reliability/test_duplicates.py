@@ -157,7 +157,7 @@ def test_worker_that_loses_the_race_after_its_duplicate_check_stays_silent(stack
     worker A takes the lock, finishes the study and releases the lock. B's retried PUT then
     gets the lock: B must see A's final record and stay silent, not compress and announce again."""
     from handlers.worker import handler
-    from pipeline.local.worker import poll_once
+    from devstack.poller import poll_once
     from pipeline.service import ServiceConfig, run_trigger
 
     s3, sqs = client("s3"), client("sqs")

@@ -21,7 +21,7 @@ from reliability_helpers import ROOT
 
 SCRIPT = textwrap.dedent("""
     import json, os, random, sys, time
-    import pipeline.files.workers as W
+    import pipeline.files.encoders as W
     from pipeline.config import CompressionSettings
     from pipeline.files.outcome import FileOutcome
 
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent("""
         rng = random.Random(seed)
         jobs = [(f"f{i}:{rng.choice([0, 0, 0, 0.002, 0.02])}", b"x" * rng.randint(0, 300_000)) for i in range(250)]
         sent = dict(jobs)
-        out = [(o.path, o.data == sent[o.path]) for o in W.process_files(iter(jobs), CompressionSettings(), workers=2)]
+        out = [(o.path, o.data == sent[o.path]) for o in W.process_files(iter(jobs), CompressionSettings(), encoders=2)]
         runs.append(out == [(p, True) for p, _ in jobs])
     print(json.dumps({"stalled": False, "runs": runs}))
 """)

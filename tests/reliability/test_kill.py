@@ -1,6 +1,6 @@
 """A worker SIGKILLed mid-study: nothing partial becomes visible, the next worker finishes the job.
 
-The worker is the real ``python -m pipeline worker`` process (WORKERS=2 encoder processes,
+The worker is the real ``python -m devstack poll`` process (WORKERS=2 encoder processes,
 LOCK_STALE_SECONDS=3) on a moto server whose study queue has a 5 s visibility timeout. The
 study is 140 real 512x512 CT slices (~74 MB) in lossless mode, so its ZIP (~15 MB) is a
 multipart upload of several parts and the run takes several seconds. It is killed

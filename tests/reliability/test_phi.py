@@ -44,7 +44,7 @@ from reliability_helpers import (
 )
 
 from pipeline.aws import client
-from pipeline.local.submit import submit_study
+from devstack.submit import submit_study
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 

@@ -29,7 +29,7 @@ from reliability_helpers import (
 )
 
 from pipeline.aws import client
-from pipeline.local.worker import LambdaContext, poll_once, sqs_event
+from devstack.poller import LambdaContext, poll_once, sqs_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 

@@ -31,7 +31,7 @@ from reliability_helpers import (
 )
 
 from pipeline.aws import client
-from pipeline.local.worker import LambdaContext, poll_once
+from devstack.poller import LambdaContext, poll_once
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.aws import client
-from pipeline.local.stack import RunningStack
-from pipeline.local.submit import submit_study
-from pipeline.local.worker import WorkerLoop
+from devstack.stack import RunningStack
+from devstack.submit import submit_study
+from devstack.poller import Poller
 from pipeline.outputs.record import summary_lines
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "studies" / "ct-nested-001"
@@ -46,7 +46,7 @@ def run_demo(port: int | None = None) -> int:
     print("== starting the local stack (moto server on 127.0.0.1) ==")
     with RunningStack(port, visibility_timeout=30) as stack:
         print(f"endpoint {stack.endpoint}  bucket {stack.bucket}  bus {stack.bus_name}")
-        worker = WorkerLoop(stack.queue_url).start()
+        worker = Poller(stack.queue_url).start()
         try:
             url = f"s3://{stack.bucket}/{STUDY_URL_PATH}"
             print(f"== submitting {FIXTURE.relative_to(FIXTURE.parents[2])} to {url} (files first, manifest.json last) ==")

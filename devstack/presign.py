@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.local.submit import build_manifest, file_entry, manifest_bytes, parse_s3_url, study_files
+from devstack.submit import build_manifest, file_entry, manifest_bytes, parse_s3_url, study_files
 
 #: SigV4 presigned URLs live at most 7 days.
 MAX_EXPIRES = 7 * 24 * 3600

@@ -2,13 +2,13 @@
 
 ``make -f deploy.mk package`` turns ``serverless.yml`` into
 ``build/package/<arch>/cloudformation-template-update-stack.json``. When that file exists,
-:class:`pipeline.local.stack.RunningStack` creates the local resources from it with moto's
+:class:`devstack.stack.RunningStack` creates the local resources from it with moto's
 CloudFormation (``create_stack`` against the moto server) instead of from the hand-written
 ``create_resources``, so the bucket, queues, redrive, retention, bus and rule are the deployed
 ones. What the local stack changes, and why (each is explicit here, nothing else is):
 
 - Lambda's part (function, its role/policies, log group, SQS event-source mapping) is not
-  created: ``pipeline.local.worker`` plays Lambda, and moto would try to run the mapping in
+  created: ``devstack.poller`` plays Lambda, and moto would try to run the mapping in
   Docker. Resources that reference them (the function-errors alarm) go with them, as do
   Serverless' own deployment bucket and its policy.
 - The clinic uploaders' managed policy is not created: the local stack enforces no IAM, so it
@@ -40,7 +40,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.local.stack import REGION, REPO, STAGE, LocalStack
+from devstack.resources import REGION, REPO, STAGE, LocalStack
 
 PACKAGE_DIR = REPO / "build" / "package"
 TEMPLATE_NAME = "cloudformation-template-update-stack.json"
@@ -50,7 +50,7 @@ LOCAL_STACK_NAME = f"dicom-compression-{STAGE}"
 # ``RunningStack`` reads this: a template path, or "builtin" for the hand-written resources.
 TEMPLATE_ENV = "DICOM_LOCAL_STACK_TEMPLATE"
 
-# Played locally by pipeline.local.worker (and moto would run event-source mappings in Docker).
+# Played locally by devstack.poller (and moto would run event-source mappings in Docker).
 LAMBDA_TYPES = frozenset({
     "AWS::Lambda::Function", "AWS::Lambda::EventSourceMapping", "AWS::Lambda::Version",
     "AWS::Lambda::Permission", "AWS::Lambda::EventInvokeConfig", "AWS::IAM::Role",
@@ -66,7 +66,7 @@ class TemplateError(RuntimeError):
     """The packaged template cannot be turned into a local stack."""
 
 
-_BYPASS = f" (set {TEMPLATE_ENV}=builtin to use pipeline.local.stack.create_resources instead)"
+_BYPASS = f" (set {TEMPLATE_ENV}=builtin to use devstack.stack.create_resources instead)"
 
 
 def packaged_template(package_dir: Path = PACKAGE_DIR) -> Path | None:

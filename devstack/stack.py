@@ -13,45 +13,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-REGION = "us-east-1"
-STAGE = "local"
-
-
-@dataclass(frozen=True)
-class LocalStack:
-    endpoint: str
-    bucket: str
-    queue_url: str
-    dlq_url: str
-    notification_queue_url: str
-    bus_name: str
-    source_prefix: str = "incoming/"
-    target_prefix: str = "compressed/"
-
-    def env(self) -> dict[str, str]:
-        """What the worker (and any client) needs in its environment."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "DATA_BUCKET": self.bucket,
-            "TARGET_BUCKET": self.bucket,
-            "SOURCE_PREFIX": self.source_prefix,
-            "TARGET_PREFIX": self.target_prefix,
-            "EVENT_BUS_NAME": self.bus_name,
-            "POWERTOOLS_SERVICE_NAME": "dicom-compression",
-            "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression",
-            "POWERTOOLS_TRACE_DISABLED": "1",
-        }
-
-
-REPO = Path(__file__).resolve().parents[2]
-
+from devstack.resources import REGION, REPO, STAGE, LocalStack
+from devstack.template import create_resources_from_template, packaged_template
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -64,8 +30,8 @@ def start_moto(port: int, log: IO[bytes] | None = None) -> subprocess.Popen[byte
     its output goes to ``log`` (discarded by default)."""
     out: IO[bytes] | int = subprocess.DEVNULL if log is None else log
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        cwd=REPO,  # wherever the caller runs from, ``-m pipeline...`` finds this checkout
+        [sys.executable, "-m", "devstack.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,  # wherever the caller runs from, ``-m devstack...`` finds this checkout
         stdout=out,
         stderr=out,
     )
@@ -168,9 +134,8 @@ class RunningStack:
         return stack
 
     # One source of truth with serverless.yml: the resources come from the packaged
-    # CloudFormation template when there is one (pipeline/local/template.py).
+    # CloudFormation template when there is one (devstack/template.py).
     def _create_resources(self, endpoint: str) -> LocalStack:
-        from pipeline.local.template import create_resources_from_template, packaged_template
 
         template = packaged_template() if self.template == "auto" else self.template
         self.template_used = template

@@ -2,8 +2,8 @@
 
 Why processes and pipes: pylibjpeg-openjpeg holds the GIL and crashes under threads, and
 Lambda has no /dev/shm, so ``multiprocessing.Pool``/``Queue`` fail there while ``Process`` +
-``Pipe`` work. One worker is one encoder process beside this one, so reading, zipping and
-uploading overlap its encoding; ``workers=0`` encodes inline (tests, tiny runs).
+``Pipe`` work. One encoder is one encoder process beside this one, so reading, zipping and
+uploading overlap its encoding; ``encoders=0`` encodes inline (tests, tiny runs).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pipeline.files.stream import FileTask, FrameTask, Item
 Task = FileTask | FrameTask
 Result = FileOutcome | FrameResult | Item
 
-#: Jobs queued per worker beyond the one it is encoding: keeps the worker busy, memory flat.
+#: Jobs queued per encoder beyond the one it is encoding: keeps the encoder busy, memory flat.
 _DEPTH = 2
 #: Capacity asked for each job pipe (Linux lets any process go up to 1 MiB): a CT slice fits.
 JOB_PIPE_BYTES = 1024 * 1024
@@ -46,7 +46,7 @@ def run_task(task: FileTask | FrameTask, settings: CompressionSettings, codec: F
 def _serve(jobs: Connection, results: Connection, settings: CompressionSettings, inherited: tuple[Connection, ...] = ()) -> None:
     from pipeline.codec import codec_for
 
-    # Forked with copies of the parent's ends of its pipes (this worker's and earlier workers'):
+    # Forked with copies of the parent's ends of its pipes (this encoder's and earlier encoders'):
     # close them, so that when the parent dies (even by SIGKILL) recv() sees EOF and we exit.
     for parent_end in inherited:
         parent_end.close()
@@ -58,7 +58,7 @@ def _serve(jobs: Connection, results: Connection, settings: CompressionSettings,
             if job is None:
                 return
             seq, task = job
-            task.data = jobs.recv_bytes()  # the bytes follow unpickled (see _Worker._send_loop)
+            task.data = jobs.recv_bytes()  # the bytes follow unpickled (see _Encoder._send_loop)
         except (EOFError, OSError):
             return
         try:
@@ -73,8 +73,8 @@ def _serve(jobs: Connection, results: Connection, settings: CompressionSettings,
 
 
 def _widen(conn: Connection, size: int = JOB_PIPE_BYTES) -> None:
-    """Let a whole queued file wait in the pipe: the sender writes it in one go while the worker
-    is still encoding, and the worker reads it in one go, instead of both trading 64 KiB turns
+    """Let a whole queued file wait in the pipe: the sender writes it in one go while the encoder
+    is still encoding, and the encoder reads it in one go, instead of both trading 64 KiB turns
     (each one waking the parent's sender thread, which then needs the GIL)."""
     try:
         import fcntl
@@ -84,10 +84,10 @@ def _widen(conn: Connection, size: int = JOB_PIPE_BYTES) -> None:
         pass
 
 
-class _Worker:
+class _Encoder:
     """One encoder process and the parent's ends of its two pipes (jobs out, results in).
 
-    Jobs are sent by a thread of their own: a worker blocked sending a large result while the
+    Jobs are sent by a thread of their own: a encoder blocked sending a large result while the
     parent is blocked sending it the next large job would deadlock both (pipes are bounded).
     With the sender off the main thread, the main thread always drains results.
     """
@@ -118,12 +118,12 @@ class _Worker:
                 seq, task = item
                 self.jobs.send((seq, replace(task, data=b"")))
                 self.jobs.send_bytes(task.data)
-            except (OSError, ValueError):  # the worker died; _collect notices on recv
+            except (OSError, ValueError):  # the encoder died; _collect notices on recv
                 return
 
     @property
     def ends(self) -> tuple[Connection, Connection]:
-        """This process's ends of the worker's pipes (a worker forked later must close them)."""
+        """This process's ends of the encoder's pipes (a encoder forked later must close them)."""
         return self.jobs, self.results
 
     def close_ends(self) -> None:
@@ -142,7 +142,7 @@ class _Worker:
 def process_items(
     items: Iterable[Item],
     settings: CompressionSettings,
-    workers: int = 1,
+    encoders: int = 1,
     budget_bytes: int = 1 << 62,
 ) -> Iterator[Result]:
     """Results in item order: a FileTask's FileOutcome, a FrameTask's FrameResult, and every other
@@ -150,25 +150,25 @@ def process_items(
     a kept outcome or a failed frame, with the reason.
 
     Work is admitted while the bytes of the tasks read and not yet handed out stay below
-    ``budget_bytes`` (at least one task is always admitted). ``workers=0`` encodes in this
+    ``budget_bytes`` (at least one task is always admitted). ``encoders=0`` encodes in this
     process (no fork, no pipes): for tests and tiny runs.
     """
-    if workers <= 0:
+    if encoders <= 0:
         from pipeline.codec import codec_for
 
         codec = codec_for(settings)
         for item in items:
             yield run_task(item, settings, codec) if isinstance(item, (FileTask, FrameTask)) else item
         return
-    yield from _Pool(settings, workers, budget_bytes).run(items)
+    yield from _Pool(settings, encoders, budget_bytes).run(items)
 
 
-def process_files(jobs: Iterable[tuple[str, bytes]], settings: CompressionSettings, workers: int = 1) -> Iterator[FileOutcome]:
+def process_files(jobs: Iterable[tuple[str, bytes]], settings: CompressionSettings, encoders: int = 1) -> Iterator[FileOutcome]:
     """Outcomes of whole files, in order (the small-file path alone; tests and the bench use it)."""
     from pipeline.study.listing import StudyObject
 
     tasks = (FileTask(StudyObject(path, len(data)), data) for path, data in jobs)
-    for result in process_items(tasks, settings, workers):
+    for result in process_items(tasks, settings, encoders):
         assert isinstance(result, FileOutcome)
         yield result
 
@@ -182,22 +182,22 @@ def _failed(task: Task, why: str) -> FileOutcome | FrameResult:
 
 class _Pool:
     def __init__(self, settings: CompressionSettings, n: int, budget_bytes: int) -> None:
-        # fork: workers start in milliseconds; the engine creates them before any thread exists.
+        # fork: encoders start in milliseconds; the engine creates them before any thread exists.
         self.ctx = mp.get_context("fork")
         from pipeline.codec import codec_for
 
         load_libraries(codec_for(settings))
-        # The workers share this process's pages until either side writes to them. A full
+        # The encoders share this process's pages until either side writes to them. A full
         # garbage collection writes to every object it scans, so one in this process (the per-file
         # records of a long study trigger it) un-shared ~40 MB at once in a 3,900-file study.
-        # Frozen objects are never scanned, here or in the workers; unfrozen when the pool closes.
+        # Frozen objects are never scanned, here or in the encoders; unfrozen when the pool closes.
         gc.freeze()
         self.settings = settings
         self.budget = budget_bytes
         self.backlog: deque[tuple[int, Task]] = deque()
-        self.workers: list[_Worker] = []
+        self.encoders: list[_Encoder] = []
         for _ in range(n):
-            self.workers.append(_Worker(self.ctx, settings, tuple(c for w in self.workers for c in w.ends)))
+            self.encoders.append(_Encoder(self.ctx, settings, tuple(c for w in self.encoders for c in w.ends)))
 
     def run(self, items: Iterable[Item]) -> Iterator[Result]:
         done: dict[int, Result] = {}
@@ -206,7 +206,7 @@ class _Pool:
         exhausted = False
         next_out = 0
         backlog = self.backlog
-        window = len(self.workers) * (_DEPTH + 1)
+        window = len(self.encoders) * (_DEPTH + 1)
         try:
             while True:
                 # Fill idle slots, but never let admitted-but-unemitted work exceed the window (a
@@ -222,30 +222,30 @@ class _Pool:
                         backlog.append((seq, item))
                     else:
                         done[seq] = item
-                for w in self.workers:
+                for w in self.encoders:
                     while backlog and len(w.in_flight) < _DEPTH:
                         w.submit(*backlog.popleft())
                 while next_out in done:
                     costs.pop(next_out, None)
                     yield done.pop(next_out)
                     next_out += 1
-                if exhausted and not backlog and not any(w.in_flight for w in self.workers) and not done:
+                if exhausted and not backlog and not any(w.in_flight for w in self.encoders) and not done:
                     return
-                busy = [w.results for w in self.workers if w.in_flight]
+                busy = [w.results for w in self.encoders if w.in_flight]
                 if not busy:  # the results just handed out had filled the window: refill first
                     continue
                 ready = wait(busy)
-                for w in self.workers:
+                for w in self.encoders:
                     if w.results in ready:
                         self._collect(w, done)
         finally:
             self.close()
 
-    def _collect(self, w: _Worker, done: dict[int, Result]) -> None:
+    def _collect(self, w: _Encoder, done: dict[int, Result]) -> None:
         try:
             seq, outcome = w.results.recv()
         except (EOFError, OSError):
-            # The worker died (native crash, OOM kill) on the oldest task it held: that file is
+            # The encoder died (native crash, OOM kill) on the oldest task it held: that file is
             # kept as-is (that frame fails, so its object is kept); the ones queued behind it go
             # back to the front of the line; it is replaced.
             (seq, task), *queued = sorted(w.in_flight.items())
@@ -255,16 +255,16 @@ class _Pool:
             w.stop()
             w.proc.join(timeout=1)
             w.close_ends()
-            others = tuple(c for x in self.workers if x is not w for c in x.ends)
-            self.workers[self.workers.index(w)] = _Worker(self.ctx, self.settings, others)
+            others = tuple(c for x in self.encoders if x is not w for c in x.ends)
+            self.encoders[self.encoders.index(w)] = _Encoder(self.ctx, self.settings, others)
             return
         w.in_flight.pop(seq, None)
         done[seq] = outcome
 
     def close(self) -> None:
-        for w in self.workers:
+        for w in self.encoders:
             w.stop()
-        for w in self.workers:
+        for w in self.encoders:
             w.proc.join(timeout=5)
             if w.proc.is_alive():
                 w.proc.kill()

@@ -7,7 +7,7 @@ a third of the server's CPU per S3 GET (``make bench``'s CPU split). The folder 
 for an installed moto, so it is taken once; access logging is turned off. Everything else,
 routing and AWS behaviour included, is moto's, unchanged.
 
-Run as ``python -m pipeline.local.moto_server -H 127.0.0.1 -p PORT`` (moto.server's arguments).
+Run as ``python -m devstack.moto_server -H 127.0.0.1 -p PORT`` (moto.server's arguments).
 """
 
 from __future__ import annotations

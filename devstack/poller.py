@@ -9,7 +9,7 @@ import uuid
 from typing import Any, Callable
 
 from pipeline.aws import client
-from pipeline.local.stack import REGION
+from devstack.resources import REGION
 
 
 class LambdaContext:
@@ -80,7 +80,7 @@ def poll_once(
     return len(messages)
 
 
-class WorkerLoop:
+class Poller:
     """Polls until stopped; runs in a thread (the demo, tests) or in the foreground (``local``)."""
 
     def __init__(self, queue_url: str, *, retry_delay: int = 2) -> None:
@@ -95,8 +95,8 @@ class WorkerLoop:
         while not self._stop.is_set():
             poll_once(self.queue_url, handler, retry_delay=self.retry_delay)
 
-    def start(self) -> "WorkerLoop":
-        self._thread = threading.Thread(target=self.run, name="worker-loop", daemon=True)
+    def start(self) -> "Poller":
+        self._thread = threading.Thread(target=self.run, name="sqs-poller", daemon=True)
         self._thread.start()
         return self
 
