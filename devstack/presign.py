@@ -118,7 +118,7 @@ def presign_study(
     """Write ``out_dir/manifest.json`` and ``out_dir/urls.tsv`` for the study in ``local_dir``,
     to be uploaded under ``url`` (``s3://BUCKET/<source prefix><clinic>/<study>/``; the source
     prefix is the worker's, from ``SOURCE_PREFIX``)."""
-    from pipeline.service import ServiceConfig
+    from pipeline.job.config import ServiceConfig
 
     check_expires(expires)
     bucket, prefix = parse_s3_url(url)

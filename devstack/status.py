@@ -6,7 +6,8 @@ from typing import Any
 
 from pipeline.aws import client, error_code
 from pipeline.outputs.s3 import get_json
-from pipeline.service import ServiceConfig, output_keys
+from pipeline.job.config import ServiceConfig
+from pipeline.job.plan import output_keys
 from pipeline.study.manifest import ManifestError, parse_manifest
 
 

@@ -14,7 +14,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from pipeline.observability import logger, make_tracer
-from pipeline.service import DeadLetter, RetryLater, ServiceConfig, run_trigger
+from pipeline.job.config import ServiceConfig
+from pipeline.job.errors import DeadLetter, RetryLater
+from pipeline.job.run import run_trigger
 from pipeline.trigger.events import Dropped, parse_body
 
 tracer = make_tracer()

@@ -316,15 +316,16 @@ def test_gdcm_decodes_a_streamed_volume_bit_exact(volume: Path, tmp_path: Path) 
 def test_the_time_guard_learns_a_deflated_objects_real_size(corpus: Path, tmp_path: Path) -> None:
     """A 200 KB file that inflates to 100 MB of pixel data: the estimate made from file sizes let
     it start; its header revises it, and the study fails at once, cleanly, with the reason."""
-    from pipeline.service import StudyFailed, _pixel_guard
+    from pipeline.job.deadline import pixel_guard
+    from pipeline.job.errors import StudyFailed
 
     bomb = build_deflate_bomb(tmp_path / "bomb" / "bomb.dcm", corpus, frames=200)
-    guard = _pixel_guard(None, lambda: 40_000, 1)  # type: ignore[arg-type]  # 40 s left
+    guard = pixel_guard(lambda: 40_000, 1)  # 40 s left
     assert guard is not None
     with pytest.raises(StudyFailed, match="bomb.dcm holds 104,857,600 bytes of pixel data"):
         compress_study(Study.from_source(LocalStudySource(bomb.parent)), io.BytesIO(), LOSSLESS, encoders=1,
                        budget=ROOMY, on_pixels=guard)
-    roomy = _pixel_guard(None, lambda: 900_000, 1)  # type: ignore[arg-type]
+    roomy = pixel_guard(lambda: 900_000, 1)
     run = compress_study(Study.from_source(LocalStudySource(bomb.parent)), io.BytesIO(), LOSSLESS, encoders=1,
                          budget=ROOMY, on_pixels=roomy)
     assert run.outcomes[0].action == "compressed"

@@ -69,7 +69,7 @@ class Assembly:
             self.failure = f"{self.received} of {self.frames} frames came back from the encoders"
         if self.failure:
             return None
-        from pipeline.files.process import output_codec
+        from pipeline.files.transcode import output_codec
 
         layout = self.begin.decision.layout
         pixel_in, pixel_out = layout.frame_bytes * self.frames, self.spool.total

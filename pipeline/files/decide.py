@@ -23,6 +23,21 @@ class Keep:
 
     reason: str
     warning: bool = False
+    #: For a DICOMDIR: the files it indexes, as (study-relative path, SOP Instance UID, transfer syntax).
+    directory_refs: list[tuple[str, str | None, str | None]] | None = None
+
+
+class KeepOriginal(Exception):
+    """Raised by a step of the per-file path: stop, and keep the original as ``keep`` says."""
+
+    def __init__(self, keep: Keep) -> None:
+        super().__init__(keep.reason)
+        self.keep = keep
+
+
+def keep(reason: str, *, warning: bool = False) -> KeepOriginal:
+    """``raise keep(...)``: the exception that keeps the original with this reason."""
+    return KeepOriginal(Keep(reason, warning))
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,52 @@ class Transcode:
 
 def is_dicomdir(ds: Any) -> bool:
     return str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS
+
+
+def keep_whatever_asked(ds: Any) -> Keep | None:
+    """The header checks that keep an object whatever the settings: a truncated element, a
+    DICOMDIR (with the files it indexes). Shared by whole files and streamed objects."""
+    return keep_truncated(ds) or keep_directory(ds)
+
+
+def keep_truncated(ds: Any) -> Keep | None:
+    cut = truncated_element(ds)
+    return Keep(f"truncated DICOM: element {cut} ends before its declared length", warning=True) if cut else None
+
+
+def keep_directory(ds: Any) -> Keep | None:
+    if not is_dicomdir(ds):
+        return None
+    try:
+        refs = directory_refs(ds)
+    except Exception as exc:
+        return Keep(f"DICOMDIR could not be read: {describe_error(exc)}", warning=True)
+    return Keep("DICOM directory (no pixel data)", directory_refs=refs)
+
+
+def truncated_element(ds: Any) -> str | None:
+    """The first top-level element whose bytes end before its declared length (pydicom reads on silently)."""
+    from pydicom.dataelem import RawDataElement
+
+    for elem in ds._dict.values():
+        if isinstance(elem, RawDataElement) and elem.value is not None and elem.length != 0xFFFFFFFF:
+            if len(elem.value) < elem.length:
+                return f"({elem.tag.group:04X},{elem.tag.element:04X})"
+    return None
+
+
+def directory_refs(ds: Any) -> list[tuple[str, str | None, str | None]]:
+    """The files a DICOMDIR indexes, with the UID and transfer syntax it claims for each."""
+    refs = []
+    for rec in getattr(ds, "DirectoryRecordSequence", []) or []:
+        file_id = rec.get("ReferencedFileID")
+        if not file_id:
+            continue
+        parts = [file_id] if isinstance(file_id, str) else list(file_id)
+        uid = rec.get("ReferencedSOPInstanceUIDInFile")
+        ts = rec.get("ReferencedTransferSyntaxUIDInFile")
+        refs.append(("/".join(str(p) for p in parts), str(uid) if uid else None, str(ts) if ts else None))
+    return refs
 
 
 def decide(ds: Any, codec: FrameCodec, *, transfer_syntax: str, pixel_data: bool) -> Keep | Transcode:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from pipeline.codec.base import FrameCodec
-from pipeline.files.decide import Keep, Transcode, decide, is_dicomdir, pixel_data_size_error
+from pipeline.files.decide import Keep, Transcode, decide, keep_whatever_asked, pixel_data_size_error
 from pipeline.files.errors import describe_error
 from pipeline.files.frames import FrameLayout, extended_offsets
 from pipeline.files.header import Header, HeaderError, read_header, read_trailer
@@ -78,8 +78,6 @@ Item = FileTask | FrameTask | Begin | End | KeepWhole
 
 def stream_object(obj: StudyObject, reader: Any, codec: FrameCodec) -> Iterator[Item]:
     """The items of one object read through ``reader`` (seekable, positioned anywhere)."""
-    from pipeline.files.process import directory_refs, truncated_element
-
     try:
         header = read_header(reader)
     except HeaderError as exc:
@@ -88,17 +86,9 @@ def stream_object(obj: StudyObject, reader: Any, codec: FrameCodec) -> Iterator[
     ds, ts = header.ds, header.transfer_syntax
     sop_uid = str(ds.get("SOPInstanceUID", "")) or None
     base = {"transfer_syntax": ts, "sop_instance_uid": sop_uid}
-    cut = truncated_element(ds)
-    if cut:
-        yield KeepWhole(obj, f"truncated DICOM: element {cut} ends before its declared length", warning=True, **base)
-        return
-    if is_dicomdir(ds):
-        try:
-            refs = directory_refs(ds)
-        except Exception as exc:
-            yield KeepWhole(obj, f"DICOMDIR could not be read: {describe_error(exc)}", warning=True, **base)
-            return
-        yield KeepWhole(obj, "DICOM directory (no pixel data)", directory_refs=refs, **base)
+    kept = keep_whatever_asked(ds)
+    if kept:
+        yield KeepWhole(obj, kept.reason, warning=kept.warning, directory_refs=kept.directory_refs, **base)
         return
     decision = decide(ds, codec, transfer_syntax=ts, pixel_data=header.pixel is not None)
     if isinstance(decision, Keep):

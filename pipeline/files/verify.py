@@ -8,13 +8,18 @@ verified whole, frame by frame in one encoder, or across several encoders reads 
 from __future__ import annotations
 
 import math
-from typing import Any
+import time
+from io import BytesIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.config import CompressionSettings
 from pipeline.files.floor import asked_range_psnr, range_psnr
-from pipeline.files.frames import FrameError, FrameStats, measure
+from pipeline.files.frames import FrameError, FrameLayout, FrameStats, extended_offsets, measure
+
+if TYPE_CHECKING:
+    from pipeline.files.transcode import Transcoded
 
 
 class VerificationFailed(Exception):
@@ -74,3 +79,40 @@ def compare(source: np.ndarray, decoded: np.ndarray, *, bits_stored: int, lossle
     except FrameError as exc:
         raise VerificationFailed(str(exc)) from exc
     return summarise(stats, bits_stored=bits_stored, lossless=lossless)
+
+
+def verify_output(made: Transcoded) -> dict[str, Any]:
+    """The last step of the per-file path: the written file read back holds exactly the frames
+    that were decoded and compared, and they meet the mode's promise. Raises
+    :class:`KeepOriginal`: what was written is never given out unverified."""
+    from pipeline.files.decide import keep
+    from pipeline.files.errors import describe_error
+
+    t0 = time.perf_counter()
+    try:
+        check_container(made.data, made.codestreams, made.layout)
+        verification = summarise(made.stats, bits_stored=made.layout.bits_stored, lossless=not made.codec.lossy)
+    except VerificationFailed as exc:
+        raise keep(f"verification failed, original kept: {exc}", warning=True) from exc
+    except Exception as exc:
+        raise keep(f"verification could not decode the output, original kept: {describe_error(exc)}", warning=True) from exc
+    made.timings["verify"] = time.perf_counter() - t0
+    return verification
+
+
+def check_container(out: bytes, codestreams: list[bytes], layout: FrameLayout) -> None:
+    """Read the written file back from its bytes: its header describes the image we encoded and
+    its encapsulated frames are exactly the codestreams that were decoded and compared."""
+    from pydicom import dcmread
+    from pydicom.encaps import generate_frames
+
+    ds = dcmread(BytesIO(out))
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    if (int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) != (layout.rows, layout.columns, layout.samples_per_pixel):
+        raise VerificationFailed("the written header does not describe the encoded image")
+    found = list(generate_frames(ds.PixelData, number_of_frames=nframes, extended_offsets=extended_offsets(ds)))
+    if len(found) != nframes or nframes != len(codestreams):
+        raise VerificationFailed(f"{len(found)} encapsulated frames, Number of Frames says {nframes}")
+    for written, encoded in zip(found, codestreams):
+        if written[: len(encoded)] != encoded or len(written) - len(encoded) not in (0, 1):
+            raise VerificationFailed("an encapsulated frame differs from the verified codestream")

@@ -113,6 +113,23 @@ def failed_record(
     return record
 
 
+def processing_record(
+    *, study: dict[str, str], output: dict[str, str], done: int, total: int, heartbeat: str, started: str,
+    fingerprint: str, settings: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The record while a study is being compressed: how far it is, refreshed by the heartbeat."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "status": PROCESSING,
+        "study": study,
+        "output": output,
+        "progress": {"filesDone": done, "filesTotal": total, "heartbeat": heartbeat},
+        "startedAt": started,
+        "inputFingerprint": fingerprint,
+        "settings": settings,
+    }
+
+
 def summary_lines(record: dict[str, Any]) -> list[str]:
     """A one-screen human summary of a record."""
     lines = [f"status: {record['status']}"]

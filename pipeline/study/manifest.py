@@ -90,6 +90,31 @@ def _safe_relative(path: str) -> bool:
 
 def parse_manifest(raw: bytes) -> Manifest:
     """Validate and parse manifest bytes (size and depth are checked before parsing)."""
+    doc = _load(raw)
+    rate = _rate(doc.get("compressionRate"))
+    mode, codec, verify = _choices(doc)
+    floor = _floor(doc.get("minPsnrDb"))
+    report, overwrite = _flag(doc, "report"), _flag(doc, "overwriteExisting")
+    out_name = _output_filename(doc.get("outputFilename"))
+    files = _files(doc["files"]) if "files" in doc else None
+    metadata = doc.get("metadata")
+    if metadata is not None and len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise ManifestError(f"metadata is larger than {MAX_METADATA_BYTES:,} bytes once serialised")
+    return Manifest(
+        compression_rate=float(rate) if rate is not None else None,
+        mode=mode,
+        codec=codec,
+        verify=verify,
+        min_psnr=float(floor) if floor is not None else None,
+        report=report,
+        output_filename=out_name,
+        overwrite_existing=overwrite,
+        files=files,
+        metadata=metadata,
+    )
+
+
+def _load(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"manifest.json is {len(raw):,} bytes; the limit is {MAX_MANIFEST_BYTES:,}")
     _check_depth_raw(raw)
@@ -108,12 +133,28 @@ def parse_manifest(raw: bytes) -> Manifest:
     unknown = sorted(set(doc) - _FIELDS)
     if unknown:
         raise ManifestError(f"manifest.json has unknown fields: {', '.join(unknown)[:200]}")
+    return doc
 
-    rate = doc.get("compressionRate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0):
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _rate(rate: Any) -> Any:
+    if rate is not None and (not _is_number(rate) or rate < 0):
         raise ManifestError("compressionRate must be a number >= 0 (0 means lossless)")
     if rate is not None and rate != 0 and not 1 < rate <= MAX_RATE:
         raise ManifestError(f"compressionRate must be 0 (lossless) or above 1 and at most {MAX_RATE:g}")
+    return rate
+
+
+def _floor(floor: Any) -> Any:
+    if floor is not None and (not _is_number(floor) or not 0 <= floor <= MAX_MIN_PSNR):
+        raise ManifestError(f"minPsnrDb must be a number between 0 (off) and {MAX_MIN_PSNR:g}")
+    return floor
+
+
+def _choices(doc: dict[str, Any]) -> tuple[Any, Any, Any]:
     mode = doc.get("mode")
     if mode is not None and mode not in ("lossy", "lossless"):
         raise ManifestError("mode must be 'lossy' or 'lossless'")
@@ -123,60 +164,44 @@ def parse_manifest(raw: bytes) -> Manifest:
     verify = doc.get("verify")
     if verify is not None and not isinstance(verify, bool):
         raise ManifestError("verify must be true or false")
-    floor = doc.get("minPsnrDb")
-    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= MAX_MIN_PSNR):
-        raise ManifestError(f"minPsnrDb must be a number between 0 (off) and {MAX_MIN_PSNR:g}")
-    report = doc.get("report", False)
-    if not isinstance(report, bool):
-        raise ManifestError("report must be true or false")
-    overwrite = doc.get("overwriteExisting", False)
-    if not isinstance(overwrite, bool):
-        raise ManifestError("overwriteExisting must be true or false")
+    return mode, codec, verify
 
-    out_name = doc.get("outputFilename")
-    if out_name is not None:
-        if not isinstance(out_name, str) or not out_name.strip():
-            raise ManifestError("outputFilename must be a non-empty string")
-        if "/" in out_name or "\\" in out_name or out_name in (".", "..") or any(ord(c) < 0x20 for c in out_name):
-            raise ManifestError("outputFilename must be a plain file name (it may not leave the target prefix)")
-        if len(out_name.encode()) > 255:
-            raise ManifestError("outputFilename is longer than 255 bytes")
-        if not out_name.lower().endswith(".zip"):
-            out_name += ".zip"
 
-    files = None
-    if "files" in doc:
-        if not isinstance(doc["files"], list) or not doc["files"]:
-            raise ManifestError("files must be a non-empty list of {path, size, sha256?}")
-        parsed, seen = [], set()
-        for i, item in enumerate(doc["files"]):
-            if not isinstance(item, dict) or set(item) - {"path", "size", "sha256"}:
-                raise ManifestError(f"files[{i}] must be an object with path, size and optional sha256")
-            path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
-            if not isinstance(path, str) or not _safe_relative(path) or posixpath.basename(path) == "manifest.json" and "/" not in path:
-                raise ManifestError(f"files[{i}].path must be a relative path inside the study folder")
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise ManifestError(f"files[{i}].size must be an integer >= 0")
-            if digest is not None and (not isinstance(digest, str) or not _SHA256.match(digest.lower())):
-                raise ManifestError(f"files[{i}].sha256 must be 64 hexadecimal characters")
-            if path in seen:
-                raise ManifestError(f"files[{i}].path is listed twice")
-            seen.add(path)
-            parsed.append(ManifestFile(path, size, digest.lower() if digest else None))
-        files = tuple(parsed)
+def _flag(doc: dict[str, Any], name: str) -> bool:
+    value = doc.get(name, False)
+    if not isinstance(value, bool):
+        raise ManifestError(f"{name} must be true or false")
+    return value
 
-    metadata = doc.get("metadata")
-    if metadata is not None and len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-        raise ManifestError(f"metadata is larger than {MAX_METADATA_BYTES:,} bytes once serialised")
-    return Manifest(
-        compression_rate=float(rate) if rate is not None else None,
-        mode=mode,
-        codec=codec,
-        verify=verify,
-        min_psnr=float(floor) if floor is not None else None,
-        report=report,
-        output_filename=out_name,
-        overwrite_existing=overwrite,
-        files=files,
-        metadata=metadata,
-    )
+
+def _output_filename(out_name: Any) -> str | None:
+    if out_name is None:
+        return None
+    if not isinstance(out_name, str) or not out_name.strip():
+        raise ManifestError("outputFilename must be a non-empty string")
+    if "/" in out_name or "\\" in out_name or out_name in (".", "..") or any(ord(c) < 0x20 for c in out_name):
+        raise ManifestError("outputFilename must be a plain file name (it may not leave the target prefix)")
+    if len(out_name.encode()) > 255:
+        raise ManifestError("outputFilename is longer than 255 bytes")
+    return out_name if out_name.lower().endswith(".zip") else out_name + ".zip"
+
+
+def _files(items: Any) -> tuple[ManifestFile, ...]:
+    if not isinstance(items, list) or not items:
+        raise ManifestError("files must be a non-empty list of {path, size, sha256?}")
+    parsed, seen = [], set()
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) - {"path", "size", "sha256"}:
+            raise ManifestError(f"files[{i}] must be an object with path, size and optional sha256")
+        path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
+        if not isinstance(path, str) or not _safe_relative(path) or posixpath.basename(path) == "manifest.json" and "/" not in path:
+            raise ManifestError(f"files[{i}].path must be a relative path inside the study folder")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ManifestError(f"files[{i}].size must be an integer >= 0")
+        if digest is not None and (not isinstance(digest, str) or not _SHA256.match(digest.lower())):
+            raise ManifestError(f"files[{i}].sha256 must be 64 hexadecimal characters")
+        if path in seen:
+            raise ManifestError(f"files[{i}].path is listed twice")
+        seen.add(path)
+        parsed.append(ManifestFile(path, size, digest.lower() if digest else None))
+    return tuple(parsed)

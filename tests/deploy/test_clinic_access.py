@@ -121,7 +121,8 @@ def test_policy_arn_is_an_output(templates) -> None:
 def test_a_clinics_outputs_land_under_its_own_prefix(study_path: str, manifest: bytes | None) -> None:
     """The worker's output layout is what the policy lets the clinic read (a study is a
     folder inside the clinic's folder; presign refuses the clinic's folder itself)."""
-    from pipeline.service import ServiceConfig, output_keys
+    from pipeline.job.config import ServiceConfig
+    from pipeline.job.plan import output_keys
     from pipeline.study.manifest import parse_manifest
 
     cfg = ServiceConfig.from_env({"DATA_BUCKET": DATA_BUCKET})
@@ -185,7 +186,8 @@ def denied(call: Any, **kwargs: Any) -> bool:
 
 def test_clinic_uploads_a_study_and_reads_only_its_own_outputs(aws: ClinicAws) -> None:
     from moto.core import enable_iam_authentication
-    from pipeline.service import ServiceConfig, output_keys
+    from pipeline.job.config import ServiceConfig
+    from pipeline.job.plan import output_keys
 
     a, b = aws.clinic("clinic-a"), aws.clinic("clinic-b")
     cfg = ServiceConfig.from_env({"DATA_BUCKET": DATA_BUCKET})

@@ -53,7 +53,7 @@ def names(packages, arch) -> list[str]:
 def test_contains_function_code(names: list[str]) -> None:
     assert "handlers/worker.py" in names, "handlers/worker.py (the Lambda handler) is missing"
     assert "pipeline/__init__.py" in names, "the pipeline package is missing"
-    assert "pipeline/service.py" in names
+    assert "pipeline/job/run.py" in names
     # The local stack (moto emulation, worker loop, demo) is not function code.
     assert not [n for n in names if n.startswith("devstack/")]
 

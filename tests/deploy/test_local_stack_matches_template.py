@@ -131,7 +131,7 @@ def test_local_stack_agrees_with_the_packaged_template(live, templates) -> None:
                  "EVENT_BUS_NAME": stack.bus_name}
     for key in local_env:
         assert local_env[key] == localized[key], key
-    from pipeline.service import ServiceConfig
+    from pipeline.job.config import ServiceConfig
 
     deployed_cfg = ServiceConfig.from_env(localized)
     assert ServiceConfig.from_env(stack.env()) == deployed_cfg

@@ -158,7 +158,8 @@ def test_worker_that_loses_the_race_after_its_duplicate_check_stays_silent(stack
     gets the lock: B must see A's final record and stay silent, not compress and announce again."""
     from handlers.worker import handler
     from devstack.poller import poll_once
-    from pipeline.service import ServiceConfig, run_trigger
+    from pipeline.job.config import ServiceConfig
+    from pipeline.job.run import run_trigger
 
     s3, sqs = client("s3"), client("sqs")
     events = EventLog(sqs, stack.notification_queue_url)

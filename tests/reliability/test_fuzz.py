@@ -164,7 +164,8 @@ manifest_docs = st.fixed_dictionaries({}, optional={
 
 
 def _check_manifest(raw: bytes) -> None:
-    from pipeline.service import ServiceConfig, output_keys
+    from pipeline.job.config import ServiceConfig
+    from pipeline.job.plan import output_keys
 
     try:
         m = parse_manifest(raw)

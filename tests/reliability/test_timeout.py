@@ -79,7 +79,7 @@ def _check_clean_failure(stack: Any, events: EventLog, prefix: str, study_path: 
 
 def test_too_little_time_fails_before_any_encoding(stack: Any, corpus: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import service
+    from pipeline.job import run as service
 
     s3, sqs = client("s3"), client("sqs")
     drop_pending(sqs, stack.queue_url)
