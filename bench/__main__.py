@@ -163,7 +163,7 @@ def run_io_floor(stack: Any, study: Path, *, server_pid: int) -> dict[str, Any]:
 
 def run_scaling(study: Path, files: int = 120) -> dict[str, Any]:
     """The codec alone on the same files in 1 process, then split over 2: what this machine's two
-    CPUs give right now, the ceiling of any 2-worker / 1-worker ratio."""
+    CPUs give right now, the ceiling of any 2-encoder / 1-encoder ratio."""
     import multiprocessing as mp
 
     from pipeline.codec import codec_for
@@ -273,18 +273,18 @@ def paired(res: dict[str, Any], slow: str, fast: str) -> Ratio:
 
 
 def lambda_inputs(res: dict[str, Any], workers: int, files: int) -> tuple[float, Ratio]:
-    """The Lambda model's inputs: the 1-worker end-to-end time at rate 100 (its median round)
-    scaled per file to the reference 399-file study, and the ``workers``-worker speedup, the
+    """The Lambda model's inputs: the 1-encoder end-to-end time at rate 100 (its median round)
+    scaled per file to the reference 399-file study, and the ``workers``-encoder speedup, the
     median of the per-round ratios like every ratio of the report."""
     t1 = res["pipe-rate100-w1"]["seconds"] * 399 / files
     return t1, paired(res, "pipe-rate100-w1", f"pipe-rate100-w{workers}")
 
 
 def lambda_model(t1: float, speedup2: float, arch: str = "arm64") -> list[dict[str, Any]]:
-    """Latency and cost per memory size from the measured 1-worker time and 2-worker speedup.
+    """Latency and cost per memory size from the measured 1-encoder time and 2-encoder speedup.
 
-    CPU share is proportional to memory (1,769 MB = 1 vCPU); workers = whole vCPUs (at least 1);
-    n workers are assumed to scale like the measured 2 (1 + (n-1) x (S2 - 1)).
+    CPU share is proportional to memory (1,769 MB = 1 vCPU); encoders = whole vCPUs (at least 1);
+    n encoders are assumed to scale like the measured 2 (1 + (n-1) x (S2 - 1)).
     """
     from pipeline.host import available_cpus
 
@@ -358,25 +358,25 @@ def main() -> int:
         pid = running.proc.pid
         # The machine's speed drifts (a shared host: the same run can take 30 % longer a few
         # minutes later). So every measurement is repeated in rounds, and in each round the pairs
-        # a target compares run back to back (dcmjs, then our 2-worker pipeline, then HTJ2K; 1
+        # a target compares run back to back (dcmjs, then our 2-encoder pipeline, then HTJ2K; 1
         # worker, then the codec alone); ratios are taken per round, then the median.
         for r in range(args.rounds):
             # The comparison rows run with the quality floor off (minPsnrDb 0): the same work as the
             # dcmjs-codecs loop and as the runs before the floor existed; the floor's cost has rows of its own.
             for mode, opts in (("rate100", {"compressionRate": 100, "minPsnrDb": 0}), ("lossless", {"mode": "lossless"})):
                 lossless = mode == "lossless"
-                log(f"round {r + 1}/{args.rounds} ({mode}): dcmjs-codecs, pipeline {allw} workers, HTJ2K pipeline")
+                log(f"round {r + 1}/{args.rounds} ({mode}): dcmjs-codecs, pipeline {allw} encoders, HTJ2K pipeline")
                 with near():
                     record(f"dcmjs-{mode}", run_dcmjs(s400, lossless=lossless))
                 record(f"pipe-{mode}-w{allw}", run_pipeline(stack, s400, f"{mode}-w{allw}-r{r}", workers=allw, options=opts, server_pid=pid, cores=split))
                 record(f"pipe-htj2k-{mode}", run_pipeline(stack, s400, f"htj2k-{mode}-r{r}", workers=allw, options={**opts, "codec": "htj2k"}, server_pid=pid, cores=split))
-                log(f"round {r + 1}/{args.rounds} ({mode}): pipeline 1 worker, codec alone, HTJ2K codec alone")
+                log(f"round {r + 1}/{args.rounds} ({mode}): pipeline 1 encoder, codec alone, HTJ2K codec alone")
                 if allw != 1:
                     record(f"pipe-{mode}-w1", run_pipeline(stack, s400, f"{mode}-w1-r{r}", workers=1, options=opts, server_pid=pid, cores=split))
                 with near():
                     record(f"codec-{mode}", run_codec_loop(s400, lossless=lossless))
                     record(f"htj2k-codec-{mode}", run_codec_loop(s400, lossless=lossless, codec="htj2k"))
-            log(f"round {r + 1}/{args.rounds}: pipeline {allw} workers, rate 100 with the quality floor (40 dB)")
+            log(f"round {r + 1}/{args.rounds}: pipeline {allw} encoders, rate 100 with the quality floor (40 dB)")
             record(f"pipe-rate100-floor-w{allw}", run_pipeline(stack, s400, f"rate100-floor-w{allw}-r{r}", workers=allw,
                                                                 options={"compressionRate": 100}, server_pid=pid, cores=split))
             log(f"round {r + 1}/{args.rounds}: the machine's own 2-process scaling")
@@ -437,7 +437,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         f"Study: `{s400.name}`, {n400} real CT slices (512x512, 16-bit, copies of the corpus CT series with new UIDs), {mb400:.1f} MB.",
         "Verification (decode and compare) is on in every row of ours. Pipeline rows are end to end through the local stack:",
         "manifest.json upload -> S3 notification -> SQS -> worker process -> S3 reads -> encode -> ZIP -> multipart upload -> result record.",
-        "Memory is the peak of all the worker's processes together (PSS: pages shared by forked workers counted once; RSS sum in brackets).",
+        "Memory is the peak of all the worker's processes together (PSS: pages shared by forked encoders counted once; RSS sum in brackets).",
         "The worker is warm, as a Lambda container is after its first study: a 4-file study with the same settings runs first, untimed.",
         "",
         "| run | setting | seconds | MB/s in | ratio (pixel) | peak memory MB |",
@@ -446,20 +446,20 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
     for mode in ("rate100", "lossless"):
         for w in sorted({1, allw}):
             r = res[f"pipe-{mode}-w{w}"]
-            lines.append(f"| pipeline, {w} worker(s) | J2K {mode} | {secs(r)} | {fmt(r['bytes_in'] / 1e6 / r['seconds'], 1)} | {fmt(r['pixel_ratio'], 1)} | {fmt(r['peak_pss_mb'], 0)} ({fmt(r['peak_rss_mb'], 0)}) |")
+            lines.append(f"| pipeline, {w} encoder(s) | J2K {mode} | {secs(r)} | {fmt(r['bytes_in'] / 1e6 / r['seconds'], 1)} | {fmt(r['pixel_ratio'], 1)} | {fmt(r['peak_pss_mb'], 0)} ({fmt(r['peak_rss_mb'], 0)}) |")
         c = res[f"codec-{mode}"]
         lines.append(f"| codec alone, 1 process, no I/O | J2K {mode} | {secs(c)} | {fmt(c['bytes_in'] / 1e6 / c['seconds'], 1)} | | |")
         d = res[f"dcmjs-{mode}"]
         lines.append(f"| dcmjs-codecs (old system), Node, in memory | J2K {mode} | {secs(d)} | {fmt(d['bytes_in'] / 1e6 / d['seconds'], 1)} | {fmt(d['pixel_bytes_in'] / max(d['pixel_bytes_out'], 1), 1)} | {fmt(d['peak_rss_mb'], 0)} |")
         h = res[f"pipe-htj2k-{mode}"]
-        lines.append(f"| pipeline, {allw} workers | HTJ2K {mode} | {secs(h)} | {fmt(h['bytes_in'] / 1e6 / h['seconds'], 1)} | {fmt(h['pixel_ratio'], 1)} | {fmt(h['peak_pss_mb'], 0)} ({fmt(h['peak_rss_mb'], 0)}) |")
+        lines.append(f"| pipeline, {allw} encoders | HTJ2K {mode} | {secs(h)} | {fmt(h['bytes_in'] / 1e6 / h['seconds'], 1)} | {fmt(h['pixel_ratio'], 1)} | {fmt(h['peak_pss_mb'], 0)} ({fmt(h['peak_rss_mb'], 0)}) |")
         hc = res[f"htj2k-codec-{mode}"]
         lines.append(f"| HTJ2K codec alone, 1 process | HTJ2K {mode} | {secs(hc)} | {fmt(hc['bytes_in'] / 1e6 / hc['seconds'], 1)} | | |")
     nest = res["pipe-nested"]
-    lines.append(f"| pipeline, {allw} workers, `{s800.name}` ({nest['files']} files, {nest['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(nest['seconds'])} | {fmt(nest['bytes_in'] / 1e6 / nest['seconds'], 1)} | {fmt(nest['pixel_ratio'], 1)} | {fmt(nest['peak_pss_mb'], 0)} ({fmt(nest['peak_rss_mb'], 0)}) |")
+    lines.append(f"| pipeline, {allw} encoders, `{s800.name}` ({nest['files']} files, {nest['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(nest['seconds'])} | {fmt(nest['bytes_in'] / 1e6 / nest['seconds'], 1)} | {fmt(nest['pixel_ratio'], 1)} | {fmt(nest['peak_pss_mb'], 0)} ({fmt(nest['peak_rss_mb'], 0)}) |")
     big = res.get("pipe-2g")
     if big:
-        lines.append(f"| pipeline, {allw} workers, `{s2g.name}` ({big['files']} files, {big['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(big['seconds'])} | {fmt(big['bytes_in'] / 1e6 / big['seconds'], 1)} | {fmt(big['pixel_ratio'], 1)} | {fmt(big['peak_pss_mb'], 0)} ({fmt(big['peak_rss_mb'], 0)}) |")
+        lines.append(f"| pipeline, {allw} encoders, `{s2g.name}` ({big['files']} files, {big['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(big['seconds'])} | {fmt(big['bytes_in'] / 1e6 / big['seconds'], 1)} | {fmt(big['pixel_ratio'], 1)} | {fmt(big['peak_pss_mb'], 0)} ({fmt(big['peak_rss_mb'], 0)}) |")
 
     floor = res["io-floor"]
     lines.append(f"| I/O floor: list, read all, store 1%, upload (no image work) | - | {secs(floor)} | {fmt(mb400 / floor['seconds'], 1)} | | |")
@@ -475,12 +475,12 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
 
     # (label, reference run, measured run, target): the measured run's speed over the reference's.
     speed_targets: list[tuple[str, str, str, float | None]] = [
-        ("pipeline 1 worker / codec alone (throughput), rate 100", "codec-rate100", "pipe-rate100-w1", 0.85),
-        ("pipeline 1 worker / codec alone (throughput), lossless", "codec-lossless", "pipe-lossless-w1", 0.85),
-        (f"pipeline {allw} workers / 1 worker, rate 100", "pipe-rate100-w1", f"pipe-rate100-w{allw}", 1.6),
-        (f"pipeline {allw} workers / 1 worker, lossless", "pipe-lossless-w1", f"pipe-lossless-w{allw}", 1.6),
-        (f"pipeline {allw} workers / dcmjs-codecs loop, J2K rate 100", "dcmjs-rate100", f"pipe-rate100-w{allw}", 1.5),
-        (f"pipeline {allw} workers / dcmjs-codecs loop, J2K lossless", "dcmjs-lossless", f"pipe-lossless-w{allw}", None),
+        ("pipeline 1 encoder / codec alone (throughput), rate 100", "codec-rate100", "pipe-rate100-w1", 0.85),
+        ("pipeline 1 encoder / codec alone (throughput), lossless", "codec-lossless", "pipe-lossless-w1", 0.85),
+        (f"pipeline {allw} encoders / 1 encoder, rate 100", "pipe-rate100-w1", f"pipe-rate100-w{allw}", 1.6),
+        (f"pipeline {allw} encoders / 1 encoder, lossless", "pipe-lossless-w1", f"pipe-lossless-w{allw}", 1.6),
+        (f"pipeline {allw} encoders / dcmjs-codecs loop, J2K rate 100", "dcmjs-rate100", f"pipe-rate100-w{allw}", 1.5),
+        (f"pipeline {allw} encoders / dcmjs-codecs loop, J2K lossless", "dcmjs-lossless", f"pipe-lossless-w{allw}", None),
         ("HTJ2K pipeline / dcmjs-codecs loop, rate 100", "dcmjs-rate100", "pipe-htj2k-rate100", 5.0),
         ("HTJ2K pipeline / dcmjs-codecs loop, lossless", "dcmjs-lossless", "pipe-htj2k-lossless", 5.0),
     ]
@@ -509,15 +509,15 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
             one, two = per_round(res, "scaling"), [1.0]
         sc = median_of_ratios(one, two)
         lines += ["", (f"This machine's own 2-process scaling (the codec alone on 120 files, 1 process vs 2): {sc.value:.2f} "
-                       f"({how(sc)}): the ceiling of any 2-worker / 1-worker ratio here.")]
+                       f"({how(sc)}): the ceiling of any 2-encoder / 1-encoder ratio here.")]
 
     lines += ["", "## HTJ2K against JPEG 2000", "",
               "J2K seconds / HTJ2K seconds: how many times faster HTJ2K is, the pair run back to back in each round.", "",
               "| ratio | measured | rounds |", "|---|---:|---|"]
     for label, j2k, ht in (("codec alone, 1 process, rate 100", "codec-rate100", "htj2k-codec-rate100"),
                            ("codec alone, 1 process, lossless", "codec-lossless", "htj2k-codec-lossless"),
-                           (f"pipeline {allw} workers, rate 100", f"pipe-rate100-w{allw}", "pipe-htj2k-rate100"),
-                           (f"pipeline {allw} workers, lossless", f"pipe-lossless-w{allw}", "pipe-htj2k-lossless")):
+                           (f"pipeline {allw} encoders, rate 100", f"pipe-rate100-w{allw}", "pipe-htj2k-rate100"),
+                           (f"pipeline {allw} encoders, lossless", f"pipe-lossless-w{allw}", "pipe-htj2k-lossless")):
         ratio = paired(res, j2k, ht)
         lines.append(f"| {label} | {ratio.value:.2f} | {rounds_of(ratio)} |")
 
@@ -528,7 +528,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         size = median_of_ratios(per_round(res, f"pipe-rate100-floor-w{allw}", "bytes_out"), per_round(res, f"pipe-rate100-w{allw}", "bytes_out"))
         zip_rounds = ("one measurement: the median rounds' ZIPs, the results keep no other round's" if size.single
                       else f"median of the per-round ratios: {size.listed()}")
-        lines += ["", f"## The quality floor's cost (issue 13): `{s400.name}`, J2K rate 100, {allw} workers", "",
+        lines += ["", f"## The quality floor's cost (issue 13): `{s400.name}`, J2K rate 100, {allw} encoders", "",
                   "The floor (40 dB range-PSNR, the default) against the same run with `minPsnrDb: 0`.", "",
                   "| run | seconds | ZIP bytes | images the floor re-encoded | lowest range-PSNR dB |", "|---|---:|---:|---:|---:|",
                   f"| floor off | {secs(off)} | {off['bytes_out']:,} | - | {off.get('min_range_psnr')} |",
@@ -539,7 +539,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
     lines += ["", "## Memory at the peak (all worker processes, PSS)", "",
               "| run | files | peak MB | main process MB | encoder processes MB | peak reached at s | run s |",
               "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, r in ((f"{s400.name}, J2K rate 100, {allw} workers (median round)", wa), (s800.name, nest), (s2g.name if s2g else "", big)):
+    for label, r in ((f"{s400.name}, J2K rate 100, {allw} encoders (median round)", wa), (s800.name, nest), (s2g.name if s2g else "", big)):
         if r and "peak_main_mb" in r:
             lines.append(f"| {label} | {r['files']} | {r['peak_pss_mb']:.0f} | {r['peak_main_mb']:.0f} | {r['peak_encoders_mb']:.0f} | {r['peak_at_s']:.1f} | {r['seconds']:.1f} |")
 
@@ -550,7 +550,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
     floor_cpu = floor["client_cpu_s"] + (floor["server_cpu_s"] if shared else 0.0)
     lines += [
         "",
-        f"## Where the time goes ({allw} workers, median rounds)",
+        f"## Where the time goes ({allw} encoders, median rounds)",
         "",
         "S3 here is a moto server on the same machine, so every GET costs CPU twice (client and server), which",
         "Lambda would not pay for the server side (the server is moto's own, started without its per-request",
@@ -592,7 +592,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
 
     lines += [
         "",
-        f"## What each {allw}-worker run's own CPU allows",
+        f"## What each {allw}-encoder run's own CPU allows",
         "",
         f"A run cannot beat its CPU seconds / {allw} cores. Left: with all the CPU that ran on the pipeline's cores"
         + (" (the local S3 server and the bench included: they shared them)." if shared else " (the helpers ran elsewhere)."),
@@ -623,11 +623,11 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         "",
         "## Lambda model for the reference 399-slice study (J2K rate 100, verification on, arm64 prices)",
         "",
-        f"From the measured 1-worker end-to-end time (its median round) scaled to 399 files ({t1:.1f} s at one full vCPU) and the measured",
-        f"{allw}-worker speedup ({s2.value:.2f}x, {how(s2)}): CPU share = memory / 1,769 MB; workers = whole vCPUs (at least 1).",
+        f"From the measured 1-encoder end-to-end time (its median round) scaled to 399 files ({t1:.1f} s at one full vCPU) and the measured",
+        f"{allw}-encoder speedup ({s2.value:.2f}x, {how(s2)}): CPU share = memory / 1,769 MB; encoders = whole vCPUs (at least 1).",
         "Assumes a Lambda vCPU is as fast as one core of this machine (Graviton differs: measure after deploying).",
         "",
-        "| memory MB | vCPU | workers | est. seconds | est. $ per 1,000 studies |",
+        "| memory MB | vCPU | encoders | est. seconds | est. $ per 1,000 studies |",
         "|---:|---:|---:|---:|---:|",
     ]
     for r in model:

@@ -237,7 +237,7 @@ def render(res: dict[str, Any], objs: dict[str, Path]) -> str:
         if w1 and w2:  # each row ran once: the report's statistic over one round
             speedup = median_of_ratios([w1["seconds"]], [w2["seconds"]])
             how = "one measurement: each row ran once" if speedup.single else f"median of the per-round ratios: {speedup.listed()}"
-            lines += ["", f"{label}: one 400-frame object, 2 workers / 1 worker = {speedup.value:.2f} (target 1.6; {how})"]
+            lines += ["", f"{label}: one 400-frame object, 2 encoders / 1 encoder = {speedup.value:.2f} (target 1.6; {how})"]
     over = [k for k, r in rows.items() if k.startswith("after") and r["peak_rss_mb"] > TARGET_MB]
     lines += ["", f"after: every row within {TARGET_MB} MB: {'yes' if not over else 'NO: ' + ', '.join(over)}", END]
     return "\n".join(lines)

@@ -92,10 +92,10 @@ def test_rendered_lambda_model_uses_the_median_of_per_round_ratios(tmp_path: Pat
     """The report itself: its model's speedup and its 2-worker row are the median's, not the best round's."""
     report = _render(fake_results(), tmp_path, monkeypatch)
     t1 = 9.0 * 399 / 4
-    assert f"2-worker speedup ({MEDIAN_OF_RATIOS:.2f}x, median of the per-round ratios: 1.50, 1.60, 2.00)" in report
+    assert f"2-encoder speedup ({MEDIAN_OF_RATIOS:.2f}x, median of the per-round ratios: 1.50, 1.60, 2.00)" in report
     assert f"| 3,538 | 2.0 | 2 | {t1 / MEDIAN_OF_RATIOS:.1f} |" in report
     assert f"{t1 / BEST_ROUND:.1f} |" not in report and f"{t1 / RATIO_OF_MEDIANS:.1f} |" not in report
-    assert "| pipeline 2 workers / 1 worker, rate 100 | 1.600 | >= 1.60 | met | 1.50, 1.60, 2.00 |" in report
+    assert "| pipeline 2 encoders / 1 encoder, rate 100 | 1.600 | >= 1.60 | met | 1.50, 1.60, 2.00 |" in report
     assert "Every ratio in this report is the median of the per-round ratios" in " ".join(report.split("\n\n")[1].split())
     assert not re.search(r"ratios are between medians", report)
 
@@ -112,4 +112,4 @@ def test_rendered_ratios_of_other_quantities_per_round_when_the_results_keep_eve
     assert "ZIP size with / without: 1.00 (median of the per-round ratios: 1.00, 1.00, 1.00)" in every
     # 2 workers / 1 worker at the run's CPU: per round W1[r] / ((1.5 + 0.1) x W2[r] + 0.01) / 2 cores
     ceilings = sorted(w1 / ((1.6 * w2 + 0.01) / 2) for w1, w2 in zip(W1, W2))
-    assert f"| pipeline 2 workers / 1 worker, rate 100 | 1.60 | >= 1.60 | {ceilings[1]:.2f} |" in every
+    assert f"| pipeline 2 encoders / 1 encoder, rate 100 | 1.60 | >= 1.60 | {ceilings[1]:.2f} |" in every
