@@ -38,8 +38,8 @@ def log(msg: str) -> None:
 def run_pipeline(stack: Any, study: Path, name: str, *, workers: int, options: dict[str, Any], server_pid: int,
                  cores: CoreSplit) -> dict[str, Any]:
     """Upload once per study; each variant writes a new manifest (the trigger) with its own output name."""
-    from pipeline.aws import client
     from devstack.submit import submit_study
+    from pipeline.aws import client
     from pipeline.outputs.s3 import get_json
 
     s3 = client("s3")

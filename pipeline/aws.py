@@ -14,7 +14,7 @@ from botocore.config import Config
 CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, max_pool_connections=32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def client(service: str) -> Any:
     import boto3
     import botocore.session
@@ -43,7 +43,8 @@ def http_status(exc: BaseException) -> int:
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying later: throttling, 5xx, connection trouble."""
-    from botocore.exceptions import ConnectionError as BotoConnectionError, ReadTimeoutError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import ReadTimeoutError
 
     if isinstance(exc, (BotoConnectionError, ReadTimeoutError)):
         return True

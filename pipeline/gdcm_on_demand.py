@@ -16,9 +16,10 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Sequence
 from functools import cache
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
 _PYDICOM_PLUGIN = "pydicom.pixels.decoders.gdcm"
 _PYDICOM_IMPORTERS = frozenset({_PYDICOM_PLUGIN, "pydicom.pixel_data_handlers.gdcm_handler"})

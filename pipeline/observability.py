@@ -8,7 +8,8 @@ silenced in :mod:`pipeline.files.process` for that reason.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aws_lambda_powertools import Logger
 

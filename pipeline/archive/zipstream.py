@@ -13,10 +13,11 @@ import hashlib
 import re
 import struct
 import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Iterable, Iterator, Literal, Protocol
+from typing import Literal, Protocol
 
 __all__ = [
     "SupportsWrite", "UnsafeEntryName", "ZipEntryInfo", "ZipStreamWriter",

@@ -77,7 +77,7 @@ class FrameCodec(ABC):
         quality floor's re-encode; close, not a strict floor: the caller measures it)."""
 
     @abstractmethod
-    def lossless_twin(self) -> "FrameCodec":
+    def lossless_twin(self) -> FrameCodec:
         """The same codec, lossless: where no lossy encoding meets the floor."""
 
 

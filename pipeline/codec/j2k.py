@@ -78,5 +78,5 @@ class J2KCodec(Jpeg2000Family):
         # OpenJPEG's PSNR-targeted layer (its PSNR is against 2**precision - 1, as asked here).
         return _encode(frame, spec, self.uses_transform(spec), signal_noise_ratios=[float(psnr_db)])
 
-    def lossless_twin(self) -> "J2KCodec":
+    def lossless_twin(self) -> J2KCodec:
         return J2KCodec(None, colour_transform=self.colour_transform)

@@ -10,8 +10,9 @@ values and VRs are left as they were.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from io import BytesIO
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileDataset

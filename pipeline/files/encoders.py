@@ -13,12 +13,11 @@ import multiprocessing as mp
 import queue
 import threading
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
-from typing import Iterable, Iterator
 
 from pipeline.allocator import encoder_allocator
-from pipeline.host import available_cpus, cgroup_cpu_quota  # noqa: F401  (re-exported: the pool sizes itself by them)
 from pipeline.codec.base import FrameCodec
 from pipeline.config import CompressionSettings
 from pipeline.files.errors import describe_error
@@ -26,6 +25,7 @@ from pipeline.files.frames import FrameResult, encode_frame
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.process import load_libraries, process_file
 from pipeline.files.stream import FileTask, FrameTask, Item
+from pipeline.host import available_cpus, cgroup_cpu_quota  # noqa: F401  (re-exported: the pool sizes itself by them)
 
 Task = FileTask | FrameTask
 Result = FileOutcome | FrameResult | Item

@@ -51,7 +51,7 @@ class FrameLayout:
     planar_configuration: int = 0
 
     @classmethod
-    def of(cls, ds: Any, transfer_syntax: str) -> "FrameLayout":
+    def of(cls, ds: Any, transfer_syntax: str) -> FrameLayout:
         """The layout of ``ds`` (a pydicom Dataset); KeyError/ValueError/TypeError when absent."""
         return cls(
             transfer_syntax=transfer_syntax,
@@ -146,7 +146,7 @@ class FrameStats:
     reencoded: int = 0  # frames the floor re-encoded, and of those, encoded lossless
     lossless_frames: int = 0
 
-    def add(self, other: "FrameStats") -> None:
+    def add(self, other: FrameStats) -> None:
         if not self.samples:
             self.low, self.high = other.low, other.high
         self.low, self.high = min(self.low, other.low), max(self.high, other.high)

@@ -9,8 +9,9 @@ to be encoded becomes one ``KeepWhole``. Frames then run on every encoder at onc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.codec.base import FrameCodec
 from pipeline.files.decide import Keep, Transcode, decide, is_dicomdir, pixel_data_size_error

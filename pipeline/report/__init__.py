@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO
 
 from pipeline.report.frames import WHOLE_BELOW
 from pipeline.report.html import render_page

@@ -7,8 +7,8 @@ Order is natural and per path component, so ``DCT2`` comes before ``DCT10`` and 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 TRIGGER_NAMES = frozenset({"_READY", "manifest.json"})
 _DIGITS = re.compile(r"(\d+)")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.study.listing import Ignored, StudyObject
 from pipeline.study.source import CHUNK, ObjectReader, SourceError, StudySource
