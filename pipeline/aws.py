@@ -6,16 +6,19 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 from botocore.config import Config
 
 # Standard retry mode backs off on throttling (503 SlowDown) and 5xx before we ever see them.
 CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, max_pool_connections=32)
 
+#: The services the pipeline and its tools talk to (boto3-stubs types ``client`` per service name).
+Service = Literal["s3", "sqs", "events"]
+
 
 @functools.cache
-def client(service: str) -> Any:
+def client(service: Service) -> Any:
     import boto3
     import botocore.session
 

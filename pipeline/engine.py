@@ -44,7 +44,7 @@ Progress = Callable[[int, int], None]
 
 
 class Sink(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+    def write(self, data: bytes | memoryview, /) -> object: ...
 
 
 @dataclass

@@ -18,7 +18,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 from functools import cache
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 _PYDICOM_PLUGIN = "pydicom.pixels.decoders.gdcm"
@@ -54,11 +54,11 @@ class _HoldBack(importlib.abc.MetaPathFinder):
 
 
 def _imported_by_pydicom() -> bool:
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals.get("__name__") in _PYDICOM_IMPORTERS:
             return True
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return False
 
 

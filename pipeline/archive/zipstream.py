@@ -37,7 +37,8 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 
 
 class SupportsWrite(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+    # Memoryviews too: ``add_sized`` hands its chunks (slices of a spool) over without a copy.
+    def write(self, data: bytes | memoryview, /) -> object: ...
 
 
 class UnsafeEntryName(ValueError):
@@ -255,7 +256,7 @@ class ZipStreamWriter:
             self._broken = True
             raise
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         if not data:
             return
         self._sha.update(data)

@@ -117,10 +117,10 @@ class HTJ2KCodec(Jpeg2000Family):
 
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         frame = native_contiguous(frame)
-        if not self.lossy:
+        if self.rate is None:  # lossless (self.lossy is False)
             return self._encode(frame, spec, None)
         return search_step(lambda step: self._encode(frame, spec, step),
-                           raw_bytes=frame.size * spec.bits_allocated // 8, target=float(self.rate))  # type: ignore[arg-type]
+                           raw_bytes=frame.size * spec.bits_allocated // 8, target=float(self.rate))
 
     def decode(self, codestream: bytes) -> np.ndarray:
         import imagecodecs

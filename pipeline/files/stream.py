@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from pipeline.codec.base import FrameCodec
 from pipeline.files.decide import Keep, Transcode, decide, is_dicomdir, pixel_data_size_error
@@ -77,6 +77,13 @@ class KeepWhole:
 Item = FileTask | FrameTask | Begin | End | KeepWhole
 
 
+class _Identity(TypedDict):
+    """What every ``KeepWhole`` of a readable header says about the object."""
+
+    transfer_syntax: str | None
+    sop_instance_uid: str | None
+
+
 def stream_object(obj: StudyObject, reader: Any, codec: FrameCodec) -> Iterator[Item]:
     """The items of one object read through ``reader`` (seekable, positioned anywhere)."""
     from pipeline.files.process import directory_refs, truncated_element
@@ -88,7 +95,7 @@ def stream_object(obj: StudyObject, reader: Any, codec: FrameCodec) -> Iterator[
         return
     ds, ts = header.ds, header.transfer_syntax
     sop_uid = str(ds.get("SOPInstanceUID", "")) or None
-    base = {"transfer_syntax": ts, "sop_instance_uid": sop_uid}
+    base: _Identity = {"transfer_syntax": ts, "sop_instance_uid": sop_uid}
     cut = truncated_element(ds)
     if cut:
         yield KeepWhole(obj, f"truncated DICOM: element {cut} ends before its declared length", warning=True, **base)

@@ -36,11 +36,15 @@ class Ignored:
     reason: str
 
 
-def natural_key(path: str) -> tuple:
+#: One run of a path component in :func:`natural_key`: ``(0, number)`` or ``(1, folded text)``.
+_Run = tuple[int, int | str]
+
+
+def natural_key(path: str) -> tuple[tuple[tuple[_Run, ...], ...], str]:
     """Sort key comparing path components, numbers by value, text case-insensitively."""
     parts = []
     for component in path.split("/"):
-        key = []
+        key: list[_Run] = []
         for i, chunk in enumerate(_DIGITS.split(component)):
             if i % 2:
                 key.append((0, int(chunk)))
