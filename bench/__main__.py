@@ -432,7 +432,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         a, b = res.get("rounds", {}).get(slow), res.get("rounds", {}).get(fast)
         if not a or not b or len(a) != len(b):  # results from before rounds were paired
             return res[slow]["seconds"] / res[fast]["seconds"], []
-        per_round = sorted(x / y for x, y in zip(a, b))
+        per_round = sorted(x / y for x, y in zip(a, b, strict=True))
         return statistics.median(per_round), per_round
 
     # (label, reference run, measured run, target): the measured run's speed over the reference's.

@@ -37,7 +37,7 @@ _UIDS = (
     "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
 )
-DECODER_DEPENDENCIES = {uid: ("gdcm>=3.0.10",) for uid in _UIDS}
+DECODER_DEPENDENCIES = dict.fromkeys(_UIDS, ("gdcm>=3.0.10",))
 
 _released = False
 

@@ -31,7 +31,7 @@ from pipeline.report.panels import Panel, render_panel
 from pipeline.report.series import Series, series_of
 from pipeline.study.source import StudySource
 
-__all__ = ["Limits", "REPORT_SUFFIX", "build_report", "report_name", "report_path"]
+__all__ = ["REPORT_SUFFIX", "Limits", "build_report", "report_name", "report_path"]
 
 #: ``OUT.zip`` -> ``OUT.report.html`` (as ``OUT.result.json``).
 REPORT_SUFFIX = ".report.html"

@@ -71,7 +71,7 @@ def _escape_component(component: str) -> str:
 
 def safe_entry_name(path: str) -> str:
     """A ZIP entry name that cannot leave the archive root, percent-escaping what could."""
-    components = [c for c in path.split("/")]
+    components = path.split("/")
     while components and components[0] == "":  # absolute paths become relative
         components.pop(0)
     escaped = [_escape_component(c) if c else "%" for c in components]
