@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools test demo bench clean awscli-install
+.PHONY: install tools lint test demo bench clean awscli-install
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,17 @@ $(AWSCLI_STAMP):
 
 awscli-install: $(AWSCLI_STAMP)
 
+## Lint, format check and types (configuration: pyproject.toml). All three run; any failure fails.
+lint: $(STAMP)
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
+
 # checkov-install (deploy.mk): the scanner tests/deploy/test_checkov.py runs, in .venv-checkov.
-test: $(STAMP) tools checkov-install awscli-install
+# lint first: CI runs `make test`.
+test: lint $(STAMP) tools checkov-install awscli-install
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
@@ -55,6 +64,6 @@ bench: $(STAMP)
 	$(PY) -m bench.large
 
 clean:
-	rm -rf $(VENV) .venv-checkov $(AWSCLI_VENV) build .pytest_cache
+	rm -rf $(VENV) .venv-checkov $(AWSCLI_VENV) build .pytest_cache .mypy_cache .ruff_cache
 
 -include deploy.mk

@@ -39,8 +39,8 @@ def log(msg: str) -> None:
 def run_pipeline(stack: Any, study: Path, name: str, *, workers: int, options: dict[str, Any], server_pid: int,
                  cores: CoreSplit) -> dict[str, Any]:
     """Upload once per study; each variant writes a new manifest (the trigger) with its own output name."""
-    from pipeline.aws import client
     from devstack.submit import submit_study
+    from pipeline.aws import client
     from pipeline.outputs.s3 import get_json
 
     s3 = client("s3")
@@ -584,7 +584,7 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
             best = (floor_cpu + res[codec_key]["seconds"]) / allw
             codec_rounds = per_round(res, codec_key)
             fl_cpu = floor_rounds if len(floor_rounds) == len(codec_rounds) else [floor_cpu] * len(codec_rounds)
-            ceiling = median_of_ratios(per_round(res, f"dcmjs-{mode}"), [(f + c) / allw for f, c in zip(fl_cpu, codec_rounds)])
+            ceiling = median_of_ratios(per_round(res, f"dcmjs-{mode}"), [(f + c) / allw for f, c in zip(fl_cpu, codec_rounds, strict=True)])
             lines.append(f"| {label} {mode} | {fmt(res[codec_key]['seconds'])} | {fmt(best)} | {ceiling.value:.2f} | {paired(res, f'dcmjs-{mode}', pipe_key).value:.2f} |")
     lines += ["", "Seconds: the median rounds. Ratios: the median of the per-round ratios, each round's dcmjs loop against that round's "
               "codec alone plus " + ("that round's I/O floor CPU." if len(floor_rounds) > 1 else

@@ -116,9 +116,9 @@ def _same_pixels(a: Path, b: Path) -> bool:
 def run_stack(study: Path, *, workers: int, options: dict[str, Any]) -> dict[str, Any]:
     """The same object through the local stack: uploaded to S3, read by ranged GETs, ZIP uploaded."""
     from bench.__main__ import await_outcome
-    from pipeline.aws import client
     from devstack.stack import RunningStack
     from devstack.submit import submit_study
+    from pipeline.aws import client
     from pipeline.outputs.s3 import get_json
 
     with RunningStack() as stack:

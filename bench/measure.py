@@ -131,7 +131,7 @@ class TreeMemorySampler:
         """CPU time the tree used while sampled (user + system, all its processes)."""
         return sum(c - self._cpu_before.get(p, 0.0) for p, c in self._cpu.items())
 
-    def __enter__(self) -> "TreeMemorySampler":
+    def __enter__(self) -> TreeMemorySampler:
         self._cpu_before = {p: cpu_seconds(p) for p in _tree(self.pid)}
         self._thread.start()
         return self

@@ -38,5 +38,5 @@ def median_of_ratios(a: Sequence[float], b: Sequence[float]) -> Ratio:
         b = b * len(a)
     if not a or len(a) != len(b):
         raise ValueError(f"cannot pair {len(a)} round(s) with {len(b)}")
-    per_round = tuple(x / y for x, y in zip(a, b))
+    per_round = tuple(x / y for x, y in zip(a, b, strict=True))
     return Ratio(statistics.median(per_round), per_round)

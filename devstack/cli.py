@@ -7,14 +7,14 @@ import argparse
 import json
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     import time
 
-    from devstack.stack import RunningStack
     from devstack.poller import Poller
+    from devstack.stack import RunningStack
 
     with RunningStack(args.port, visibility_timeout=args.visibility_timeout) as stack:
         print(f"local stack on {stack.endpoint}")

@@ -9,10 +9,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.aws import client
+from devstack.poller import Poller
 from devstack.stack import RunningStack
 from devstack.submit import submit_study
-from devstack.poller import Poller
+from pipeline.aws import client
 from pipeline.outputs.record import summary_lines
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "studies" / "ct-nested-001"

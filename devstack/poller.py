@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from pipeline.aws import client
 from devstack.resources import REGION
+from pipeline.aws import client
 
 
 class LambdaContext:
@@ -95,7 +96,7 @@ class Poller:
         while not self._stop.is_set():
             poll_once(self.queue_url, handler, retry_delay=self.retry_delay)
 
-    def start(self) -> "Poller":
+    def start(self) -> Poller:
         self._thread = threading.Thread(target=self.run, name="sqs-poller", daemon=True)
         self._thread.start()
         return self

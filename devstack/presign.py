@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,6 @@ def presign_study(
         files=len(entries),
         urls=urls_path,
         manifest=manifest_path,
-        expires_at=(datetime.now(timezone.utc) + timedelta(seconds=expires)).replace(microsecond=0),
+        expires_at=(datetime.now(UTC) + timedelta(seconds=expires)).replace(microsecond=0),
         temporary_credentials=temporary,
     )

@@ -13,11 +13,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import IO, Any
 
 from devstack.resources import REGION, REPO, STAGE, LocalStack
 from devstack.template import create_resources_from_template, packaged_template
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.aws import client, error_code
-from pipeline.outputs.s3 import get_json
 from pipeline.job.config import ServiceConfig
 from pipeline.job.plan import output_keys
+from pipeline.outputs.s3 import get_json
 from pipeline.study.manifest import ManifestError, parse_manifest
 
 

@@ -37,8 +37,9 @@ import copy
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from devstack.resources import REGION, REPO, STAGE, LocalStack
 

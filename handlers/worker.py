@@ -6,18 +6,21 @@ records are reported as partial batch failures so only they are redelivered.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from pipeline.observability import logger, make_tracer
 from pipeline.job.config import ServiceConfig
 from pipeline.job.errors import DeadLetter, RetryLater
 from pipeline.job.run import run_trigger
+from pipeline.observability import logger, make_tracer
 from pipeline.trigger.events import Dropped, parse_body
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 tracer = make_tracer()
 metrics = Metrics()
@@ -68,7 +71,8 @@ def record_handler(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+# powertools types this decorator (and Metrics.log_metrics) as returning Callable[..., Any].
+@tracer.capture_lambda_handler  # type: ignore[untyped-decorator]
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     _context["lambda"] = context
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -6,16 +6,19 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 from botocore.config import Config
 
 # Standard retry mode backs off on throttling (503 SlowDown) and 5xx before we ever see them.
 CLIENT_CONFIG = Config(retries={"max_attempts": 8, "mode": "standard"}, max_pool_connections=32)
 
+#: The services the pipeline and its tools talk to (boto3-stubs types ``client`` per service name).
+Service = Literal["s3", "sqs", "events"]
 
-@functools.lru_cache(maxsize=None)
-def client(service: str) -> Any:
+
+@functools.cache
+def client(service: Service) -> Any:
     import boto3
     import botocore.session
 
@@ -43,7 +46,8 @@ def http_status(exc: BaseException) -> int:
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying later: throttling, 5xx, connection trouble."""
-    from botocore.exceptions import ConnectionError as BotoConnectionError, ReadTimeoutError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import ReadTimeoutError
 
     if isinstance(exc, (BotoConnectionError, ReadTimeoutError)):
         return True

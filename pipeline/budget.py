@@ -41,7 +41,7 @@ class MemoryBudget:
     memory: int
 
     @classmethod
-    def for_host(cls, encoders: int, *, memory: int | None = None, in_flight: int | None = None) -> "MemoryBudget":
+    def for_host(cls, encoders: int, *, memory: int | None = None, in_flight: int | None = None) -> MemoryBudget:
         """The budget for ``encoders`` encoders on this host (or on ``memory`` bytes): a quarter of
         what is left after the processes' own baseline, between MIN_IN_FLIGHT and MAX_IN_FLIGHT,
         unless ``in_flight`` overrides it."""

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, TextIO
 
 from pipeline.config import CompressionSettings, SettingsError, encoders_from_env, settings_from_env
 
@@ -16,7 +17,7 @@ from pipeline.config import CompressionSettings, SettingsError, encoders_from_en
 class _ProgressBar:
     """A single self-rewriting line on a terminal; silent otherwise."""
 
-    def __init__(self, stream=sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
 
@@ -33,19 +34,18 @@ class _ProgressBar:
 
 def _settings(args: argparse.Namespace) -> CompressionSettings:
     base = settings_from_env()
-    mode = "lossless" if args.lossless else None
+    mode: Literal["lossless"] | None = "lossless" if args.lossless else None
     return base.with_overrides(rate=args.rate, mode=mode, codec=args.codec, verify=False if args.no_verify else None,
                                min_psnr=args.min_psnr)
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    from pipeline.budget import BudgetError, MemoryBudget, budget_override
     from pipeline.engine import Study
+    from pipeline.host import MIB, available_cpus
     from pipeline.outputs.local import write_local_outputs
     from pipeline.outputs.record import summary_lines
     from pipeline.study.source import LocalStudySource, SourceError
-
-    from pipeline.budget import MIB, BudgetError, MemoryBudget, budget_override
-    from pipeline.files.encoders import available_cpus
 
     try:
         settings = _settings(args)

@@ -98,7 +98,7 @@ class CompressionSettings:
         codec: Codec | None = None,
         verify: bool | None = None,
         min_psnr: float | None = None,
-    ) -> "CompressionSettings":
+    ) -> CompressionSettings:
         """Apply the old system's conventions: ``compressionRate: 0`` means lossless."""
         new_mode = mode or self.mode
         new_rate = self.rate if rate is None else float(rate)

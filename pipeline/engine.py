@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from io import BytesIO
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from pipeline.allocator import bound_allocator
 from pipeline.archive import ZipStreamWriter, ZipSummary
@@ -24,11 +25,11 @@ from pipeline.codec import FrameCodec, codec_for
 from pipeline.config import CompressionSettings
 from pipeline.files.assemble import Assembly
 from pipeline.files.dicomdir import stale_directory_warnings
+from pipeline.files.encoders import available_cpus, process_items
 from pipeline.files.frames import FrameResult
 from pipeline.files.header import DEFLATED
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.stream import Begin, End, FileTask, Item, KeepWhole, stream_object
-from pipeline.files.encoders import available_cpus, process_items
 from pipeline.study.listing import Ignored, StudyObject, order_study, split_triggers
 from pipeline.study.source import ObjectReader, StudySource
 
@@ -43,7 +44,7 @@ Progress = Callable[[int, int], None]
 
 
 class Sink(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+    def write(self, data: bytes | memoryview, /) -> object: ...
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Study:
     ignored: list[Ignored] = field(default_factory=list)
 
     @classmethod
-    def from_source(cls, source: StudySource) -> "Study":
+    def from_source(cls, source: StudySource) -> Study:
         objects, ignored = source.list()
         objects, triggers = split_triggers(objects)
         return cls(source, order_study(objects), ignored + triggers)
@@ -87,7 +88,7 @@ class StudyRun:
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _deflatable(outcome: FileOutcome) -> bool:

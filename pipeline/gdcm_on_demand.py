@@ -16,9 +16,10 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Sequence
 from functools import cache
-from types import ModuleType
-from typing import Any, Sequence
+from types import FrameType, ModuleType
+from typing import Any
 
 _PYDICOM_PLUGIN = "pydicom.pixels.decoders.gdcm"
 _PYDICOM_IMPORTERS = frozenset({_PYDICOM_PLUGIN, "pydicom.pixel_data_handlers.gdcm_handler"})
@@ -36,7 +37,7 @@ _UIDS = (
     "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
 )
-DECODER_DEPENDENCIES = {uid: ("gdcm>=3.0.10",) for uid in _UIDS}
+DECODER_DEPENDENCIES = dict.fromkeys(_UIDS, ("gdcm>=3.0.10",))
 
 _released = False
 
@@ -53,11 +54,11 @@ class _HoldBack(importlib.abc.MetaPathFinder):
 
 
 def _imported_by_pydicom() -> bool:
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals.get("__name__") in _PYDICOM_IMPORTERS:
             return True
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return False
 
 

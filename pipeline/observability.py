@@ -8,9 +8,15 @@ silenced in :mod:`pipeline.files.process` for that reason.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "dicom-compression"))
 
@@ -18,14 +24,14 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "dicom-compres
 class _Untraced:
     """Stands in for powertools' Tracer where tracing is off: its decorators change nothing."""
 
-    def capture_lambda_handler(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+    def capture_lambda_handler(self, handler: _F) -> _F:
         return handler
 
-    def capture_method(self, method: Callable[..., Any]) -> Callable[..., Any]:
+    def capture_method(self, method: _F) -> _F:
         return method
 
 
-def make_tracer() -> Any:
+def make_tracer() -> Tracer | _Untraced:
     """powertools' Tracer (X-Ray) where tracing is on, else a stand-in. The X-Ray SDK it imports
     costs ~20 MB of heap here, and again in every encoder forked from this process, plus import
     time: nothing to pay for where ``POWERTOOLS_TRACE_DISABLED`` turns tracing off (the local

@@ -17,10 +17,10 @@ import numpy as np
 import pydicom
 
 from pipeline.codec.htj2k import HTJ2KCodec
-from pipeline.config import CompressionSettings
-from pipeline.files.process import process_file
 from pipeline.codec.j2k import J2KCodec
+from pipeline.config import CompressionSettings
 from pipeline.files.frames import FrameLayout
+from pipeline.files.process import process_file
 
 
 def range_psnr(src: np.ndarray, out: np.ndarray) -> float:

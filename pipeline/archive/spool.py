@@ -8,7 +8,8 @@ in ``/tmp`` whatever happens to the process, a SIGKILL or an out-of-memory kill 
 from __future__ import annotations
 
 import tempfile
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 _READ = 1024 * 1024
 
@@ -68,7 +69,7 @@ class FrameSpool:
             self._file = None
         self._frames, self._in_memory = [], 0
 
-    def __enter__(self) -> "FrameSpool":
+    def __enter__(self) -> FrameSpool:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,10 +13,11 @@ import hashlib
 import re
 import struct
 import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Iterable, Iterator, Literal, Protocol
+from typing import Literal, Protocol
 
 __all__ = [
     "SupportsWrite", "UnsafeEntryName", "ZipEntryInfo", "ZipStreamWriter",
@@ -36,7 +37,8 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 
 
 class SupportsWrite(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+    # Memoryviews too: ``add_sized`` hands its chunks (slices of a spool) over without a copy.
+    def write(self, data: bytes | memoryview, /) -> object: ...
 
 
 class UnsafeEntryName(ValueError):
@@ -254,7 +256,7 @@ class ZipStreamWriter:
             self._broken = True
             raise
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         if not data:
             return
         self._sha.update(data)

@@ -59,7 +59,7 @@ class FrameCodec(ABC):
         """Photometric Interpretation of the encoded image."""
         return spec.photometric
 
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a codec has a library to load
         """Import the native library now: called before forking encoders, so they share it
         instead of each importing it again for every study."""
 
@@ -77,7 +77,7 @@ class FrameCodec(ABC):
         quality floor's re-encode; close, not a strict floor: the caller measures it)."""
 
     @abstractmethod
-    def lossless_twin(self) -> "FrameCodec":
+    def lossless_twin(self) -> FrameCodec:
         """The same codec, lossless: where no lossy encoding meets the floor."""
 
 

@@ -9,7 +9,7 @@ is not in the default Lambda artifact (see README).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -117,10 +117,10 @@ class HTJ2KCodec(Jpeg2000Family):
 
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         frame = native_contiguous(frame)
-        if not self.lossy:
+        if self.rate is None:  # lossless (self.lossy is False)
             return self._encode(frame, spec, None)
         return search_step(lambda step: self._encode(frame, spec, step),
-                           raw_bytes=frame.size * spec.bits_allocated // 8, target=float(self.rate))  # type: ignore[arg-type]
+                           raw_bytes=frame.size * spec.bits_allocated // 8, target=float(self.rate))
 
     def decode(self, codestream: bytes) -> np.ndarray:
         import imagecodecs
@@ -135,5 +135,5 @@ class HTJ2KCodec(Jpeg2000Family):
         step = min(max(10 ** ((10.79 - psnr_db) / 20), _STEP_RANGE[0]), _STEP_RANGE[1])
         return self._encode(native_contiguous(frame), spec, step)
 
-    def lossless_twin(self) -> "HTJ2KCodec":
+    def lossless_twin(self) -> HTJ2KCodec:
         return HTJ2KCodec(None, colour_transform=self.colour_transform)

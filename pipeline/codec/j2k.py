@@ -34,7 +34,10 @@ def native_contiguous(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def _encode(frame: np.ndarray, spec: FrameSpec, use_mct: bool, **quality: list[float]) -> bytes:
+def _encode(
+    frame: np.ndarray, spec: FrameSpec, use_mct: bool, *,
+    compression_ratios: list[float] | None = None, signal_noise_ratios: list[float] | None = None,
+) -> bytes:
     import openjpeg  # heavy native import, only where encoding happens
 
     return bytes(
@@ -43,7 +46,8 @@ def _encode(frame: np.ndarray, spec: FrameSpec, use_mct: bool, **quality: list[f
             bits_stored=spec.bits_stored,
             photometric_interpretation=_colour_code(spec.photometric),
             use_mct=use_mct,
-            **quality,
+            compression_ratios=compression_ratios,  # None (both): lossless, openjpeg's defaults
+            signal_noise_ratios=signal_noise_ratios,
         )
     )
 
@@ -64,7 +68,7 @@ class J2KCodec(Jpeg2000Family):
         import openjpeg  # noqa: F401
 
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
-        if not self.lossy:
+        if self.rate is None:  # lossless (self.lossy is False)
             return _encode(frame, spec, self.uses_transform(spec))
         # OpenJPEG's rate is relative to Bits Stored; ours to the allocated size (pydicom's j2k_cr).
         return _encode(frame, spec, self.uses_transform(spec), compression_ratios=[float(self.rate) * spec.bits_stored / spec.bits_allocated])
@@ -78,5 +82,5 @@ class J2KCodec(Jpeg2000Family):
         # OpenJPEG's PSNR-targeted layer (its PSNR is against 2**precision - 1, as asked here).
         return _encode(frame, spec, self.uses_transform(spec), signal_noise_ratios=[float(psnr_db)])
 
-    def lossless_twin(self) -> "J2KCodec":
+    def lossless_twin(self) -> J2KCodec:
         return J2KCodec(None, colour_transform=self.colour_transform)

@@ -12,8 +12,9 @@ import itertools
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from io import BytesIO
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.archive.spool import FrameSpool
 from pipeline.archive.zipstream import ZipStreamWriter

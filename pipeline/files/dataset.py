@@ -10,13 +10,15 @@ values and VRs are left as they were.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from io import BytesIO
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.filewriter import dcmwrite
+from pydicom.uid import UID
 
 from pipeline.codec.base import FrameCodec
 from pipeline.files.derivation import mark_lossy_derivation
@@ -64,9 +66,10 @@ def edit_for_output(
     the dataset tags set or removed. ``source_id`` stands in for a missing SOP Instance UID when
     deriving the new one; new UIDs are made under ``uid_root``."""
     changed: set[int] = private_values_as_un(ds)
-    ds.file_meta.TransferSyntaxUID = codec.transfer_syntax
+    # (UID(...): pydicom types the file meta's UIDs as UID; it makes one of a str value anyway.)
+    ds.file_meta.TransferSyntaxUID = UID(codec.transfer_syntax)
     # PS3.10 7.1: the implementation that wrote the file, i.e. this one, not the source's.
-    ds.file_meta.ImplementationClassUID = implementation_class_uid(uid_root)
+    ds.file_meta.ImplementationClassUID = UID(implementation_class_uid(uid_root))
     ds.file_meta.ImplementationVersionName = implementation_version_name()
     if photometric != ds.PhotometricInterpretation:
         ds.PhotometricInterpretation = photometric
@@ -90,7 +93,7 @@ def edit_for_output(
                                          was_original=was_original)
         new_uid = derived_uid(old_uid or source_id, settings_fingerprint, uid_root)
         ds.SOPInstanceUID = new_uid
-        ds.file_meta.MediaStorageSOPInstanceUID = new_uid
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(new_uid)
         changed.add(0x00080018)
     return changed
 

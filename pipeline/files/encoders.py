@@ -13,12 +13,11 @@ import multiprocessing as mp
 import queue
 import threading
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
-from typing import Iterable, Iterator
 
 from pipeline.allocator import encoder_allocator
-from pipeline.host import available_cpus, cgroup_cpu_quota  # noqa: F401  (re-exported: the pool sizes itself by them)
 from pipeline.codec.base import FrameCodec
 from pipeline.config import CompressionSettings
 from pipeline.files.errors import describe_error
@@ -26,6 +25,10 @@ from pipeline.files.frames import FrameResult, encode_frame
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.process import load_libraries, process_file
 from pipeline.files.stream import FileTask, FrameTask, Item
+
+# Re-exported (``as``: explicitly, for type checkers too): the pool sizes itself by them.
+from pipeline.host import available_cpus as available_cpus
+from pipeline.host import cgroup_cpu_quota as cgroup_cpu_quota
 
 Task = FileTask | FrameTask
 Result = FileOutcome | FrameResult | Item
@@ -92,7 +95,7 @@ class _Encoder:
     With the sender off the main thread, the main thread always drains results.
     """
 
-    def __init__(self, ctx: mp.context.BaseContext, settings: CompressionSettings, others: tuple[Connection, ...] = ()) -> None:
+    def __init__(self, ctx: mp.context.ForkContext, settings: CompressionSettings, others: tuple[Connection, ...] = ()) -> None:
         # Two one-way pipes (not one socketpair): a pipe's buffer can be widened (see _widen).
         job_out, self.jobs = ctx.Pipe(duplex=False)
         self.results, result_in = ctx.Pipe(duplex=False)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.codec.base import FrameCodec, FrameSpec
 from pipeline.files.errors import describe_error
+
+if TYPE_CHECKING:
+    from pydicom.pixels.decoders.base import DecodeOptions
 
 #: Lossless compressed inputs we decode and re-encode (the decoded pixels are the reference).
 LOSSLESS_COMPRESSED = {
@@ -51,7 +54,7 @@ class FrameLayout:
     planar_configuration: int = 0
 
     @classmethod
-    def of(cls, ds: Any, transfer_syntax: str) -> "FrameLayout":
+    def of(cls, ds: Any, transfer_syntax: str) -> FrameLayout:
         """The layout of ``ds`` (a pydicom Dataset); KeyError/ValueError/TypeError when absent."""
         return cls(
             transfer_syntax=transfer_syntax,
@@ -104,21 +107,23 @@ class FrameLayout:
         buffer: Any = data
         if self.encapsulated:  # pydicom's decoders take encapsulated Pixel Data: one item, no BOT
             buffer = encapsulate([bytes(data)], has_bot=False)
-        arr, _ = get_decoder(self.transfer_syntax).as_array(
-            buffer,
-            rows=self.rows,
-            columns=self.columns,
-            samples_per_pixel=self.samples_per_pixel,
-            bits_allocated=self.bits_allocated,
-            bits_stored=self.bits_stored,
-            pixel_representation=self.pixel_representation,
-            photometric_interpretation=self.photometric,
-            planar_configuration=self.planar_configuration,
-            number_of_frames=1,
-            pixel_keyword="PixelData",
-            transfer_syntax_uid=UID(self.transfer_syntax),
-            as_rgb=False,
-        )
+        options: DecodeOptions = {
+            "rows": self.rows,
+            "columns": self.columns,
+            "samples_per_pixel": self.samples_per_pixel,
+            "bits_allocated": self.bits_allocated,
+            "bits_stored": self.bits_stored,
+            "pixel_representation": self.pixel_representation,
+            "photometric_interpretation": self.photometric,
+            "planar_configuration": self.planar_configuration,
+            "number_of_frames": 1,
+            "pixel_keyword": "PixelData",
+            "transfer_syntax_uid": UID(self.transfer_syntax),
+            "as_rgb": False,
+        }
+        # pydicom 3.0 annotates ``**kwargs: DecodeOptions`` where it means ``Unpack[DecodeOptions]``
+        # (each option would have to be a whole DecodeOptions); the TypedDict above checks them.
+        arr, _ = get_decoder(self.transfer_syntax).as_array(buffer, **options)  # type: ignore[arg-type]
         return arr
 
 
@@ -146,7 +151,7 @@ class FrameStats:
     reencoded: int = 0  # frames the floor re-encoded, and of those, encoded lossless
     lossless_frames: int = 0
 
-    def add(self, other: "FrameStats") -> None:
+    def add(self, other: FrameStats) -> None:
         if not self.samples:
             self.low, self.high = other.low, other.high
         self.low, self.high = min(self.low, other.low), max(self.high, other.high)

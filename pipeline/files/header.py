@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from pipeline.files.errors import describe_error
 from pipeline.files.inflate import InflatingReader
@@ -18,6 +18,17 @@ PIXEL_DATA = 0x7FE00010
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 #: A header (or the elements after Pixel Data) larger than this is not read: the object is kept.
 HEADER_LIMIT = 32 * 1024 * 1024
+
+
+class SeekableReader(Protocol):
+    """What headers and frames are read through: a seekable binary file (an open file, a ZIP
+    entry, :class:`pipeline.study.source.ObjectReader`, a window on a stored ZIP entry)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
 
 
 class HeaderError(Exception):
@@ -65,7 +76,7 @@ class Header:
     implicit_vr: bool
 
 
-def read_header(reader: BinaryIO, limit: int = HEADER_LIMIT) -> Header:
+def read_header(reader: SeekableReader, limit: int = HEADER_LIMIT) -> Header:
     """Parse the object's header; raises HeaderError (the object is then kept as-is)."""
     from pydicom import dcmread
     from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -96,7 +107,7 @@ def read_header(reader: BinaryIO, limit: int = HEADER_LIMIT) -> Header:
     return Header(ds, ts, _pixel_element(reader, bool(little), bool(implicit)), reader, bool(little), bool(implicit))
 
 
-def _read_deflated(reader: BinaryIO, preamble: bytes | None, file_meta: Any, limit: int) -> Header:
+def _read_deflated(reader: SeekableReader, preamble: bytes | None, file_meta: Any, limit: int) -> Header:
     from pydicom.dataset import FileDataset
     from pydicom.filereader import read_dataset
 

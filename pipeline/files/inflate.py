@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import BinaryIO
+from typing import Protocol
 
 _CHUNK = 256 * 1024
 #: Bytes kept behind the read position: pydicom seeks back over an element header at most.
 HISTORY = 64 * 1024
+
+
+class Readable(Protocol):
+    """What the inflater reads from (a file, a ZIP entry, an object reader)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class InflateError(OSError):
@@ -23,7 +29,7 @@ class InflateError(OSError):
 class InflatingReader:
     """Read-only, forward file over the raw-deflated bytes that follow ``raw``'s position."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: Readable) -> None:
         self._raw = raw
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         self._buf = bytearray()  # inflated bytes from _base on: history, then unread

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from typing import TYPE_CHECKING, Any
 
 from pipeline.codec import FrameCodec, codec_for
 from pipeline.config import CompressionSettings
@@ -18,6 +19,9 @@ from pipeline.files.inspect import Parsed, check, parse
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.transcode import Transcoded, transcode
 from pipeline.files.verify import floor_entry, verify_output
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 # pydicom's warnings and log lines quote header values (names, IDs, dates): never let them out.
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
@@ -53,7 +57,7 @@ def _process(path: str, data: bytes, settings: CompressionSettings, codec: Frame
         decision = _decide(parsed, codec)
         read = time.perf_counter() - t0
         made = transcode(parsed.ds, data, decision, settings, codec)
-        verification = verify_output(made) if settings.verify else {"status": "skipped"}
+        verification: dict[str, Any] = verify_output(made) if settings.verify else {"status": "skipped"}
     except KeepOriginal as stop:
         return _kept(path, data, stop.keep, parsed)
     return _compressed(path, data, parsed, made, verification, settings, read_seconds=read)
@@ -71,7 +75,7 @@ def _decide(parsed: Parsed, codec: FrameCodec) -> Transcode:
     return decision
 
 
-def _to_little_endian(ds: object) -> None:
+def _to_little_endian(ds: Dataset) -> None:
     from pipeline.files.dataset import has_unknown_vr, swap_big_endian_words
 
     try:  # both parse every element: a broken one (an unknown VR...) raises here
@@ -101,7 +105,7 @@ def _kept(path: str, data: bytes, why: Keep, parsed: Parsed | None) -> FileOutco
 
 
 def _compressed(
-    path: str, data: bytes, parsed: Parsed, made: Transcoded, verification: dict[str, object],
+    path: str, data: bytes, parsed: Parsed, made: Transcoded, verification: dict[str, Any],
     settings: CompressionSettings, *, read_seconds: float,
 ) -> FileOutcome:
     ratio = made.pixel_bytes_in / made.pixel_bytes_out

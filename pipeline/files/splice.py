@@ -83,7 +83,8 @@ def _sequence_end(buf: bytes, pos: int) -> int:
 
 def top_level_spans(source: bytes) -> list[tuple[int, int, int]]:
     """(tag, start, end) of every element after the file meta, in file order."""
-    pos, spans = 132, []
+    pos = 132
+    spans: list[tuple[int, int, int]] = []
     while pos < len(source):
         tag, end = _element_end(source, pos)
         if tag >> 16 != 0x0002:

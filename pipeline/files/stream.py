@@ -9,8 +9,9 @@ to be encoded becomes one ``KeepWhole``. Frames then run on every encoder at onc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, TypedDict
 
 from pipeline.codec.base import FrameCodec
 from pipeline.files.decide import Keep, Transcode, decide, keep_whatever_asked, pixel_data_size_error
@@ -76,6 +77,13 @@ class KeepWhole:
 Item = FileTask | FrameTask | Begin | End | KeepWhole
 
 
+class _Identity(TypedDict):
+    """What every ``KeepWhole`` of a readable header says about the object."""
+
+    transfer_syntax: str | None
+    sop_instance_uid: str | None
+
+
 def stream_object(obj: StudyObject, reader: Any, codec: FrameCodec) -> Iterator[Item]:
     """The items of one object read through ``reader`` (seekable, positioned anywhere)."""
     try:
@@ -85,7 +93,7 @@ def stream_object(obj: StudyObject, reader: Any, codec: FrameCodec) -> Iterator[
         return
     ds, ts = header.ds, header.transfer_syntax
     sop_uid = str(ds.get("SOPInstanceUID", "")) or None
-    base = {"transfer_syntax": ts, "sop_instance_uid": sop_uid}
+    base: _Identity = {"transfer_syntax": ts, "sop_instance_uid": sop_uid}
     kept = keep_whatever_asked(ds)
     if kept:
         yield KeepWhole(obj, kept.reason, warning=kept.warning, directory_refs=kept.directory_refs, **base)

@@ -7,6 +7,7 @@ that fails keeps the whole original (:class:`KeepOriginal`), never a partly enco
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,7 @@ def transcode(ds: Any, data: bytes, decision: Transcode, settings: CompressionSe
     return made
 
 
-def stored_frames_or_keep(ds: Any, layout: FrameLayout, frames: int) -> list[memoryview] | list[bytes]:
+def stored_frames_or_keep(ds: Any, layout: FrameLayout, frames: int) -> Sequence[bytes | memoryview]:
     try:
         return stored_frames(ds, layout, frames)
     except FrameError as exc:
@@ -76,7 +77,7 @@ def stored_frames_or_keep(ds: Any, layout: FrameLayout, frames: int) -> list[mem
 
 
 def encode_frames(
-    stored: list[memoryview] | list[bytes], layout: FrameLayout, settings: CompressionSettings, codec: FrameCodec, frames: int
+    stored: Sequence[bytes | memoryview], layout: FrameLayout, settings: CompressionSettings, codec: FrameCodec, frames: int
 ) -> list[FrameResult]:
     results = []
     for index, frame in enumerate(stored):
@@ -93,7 +94,7 @@ def output_codec(codec: FrameCodec, stats: FrameStats, frames: int) -> FrameCode
     return codec.lossless_twin() if codec.lossy and stats.lossless_frames == frames else codec
 
 
-def stored_frames(ds: Any, layout: FrameLayout, frames: int) -> list[memoryview] | list[bytes]:
+def stored_frames(ds: Any, layout: FrameLayout, frames: int) -> Sequence[bytes | memoryview]:
     """Each frame's stored bytes, without copying native pixel data."""
     from pydicom.encaps import generate_frames
 

@@ -113,6 +113,6 @@ def check_container(out: bytes, codestreams: list[bytes], layout: FrameLayout) -
     found = list(generate_frames(ds.PixelData, number_of_frames=nframes, extended_offsets=extended_offsets(ds)))
     if len(found) != nframes or nframes != len(codestreams):
         raise VerificationFailed(f"{len(found)} encapsulated frames, Number of Frames says {nframes}")
-    for written, encoded in zip(found, codestreams):
+    for written, encoded in zip(found, codestreams, strict=True):
         if written[: len(encoded)] != encoded or len(written) - len(encoded) not in (0, 1):
             raise VerificationFailed("an encapsulated frame differs from the verified codestream")

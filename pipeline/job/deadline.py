@@ -3,7 +3,7 @@ cleanly (recorded, announced, upload aborted) instead of being killed mid-way.""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.job.errors import StudyFailed
 from pipeline.study.listing import StudyObject

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipeline.job.lock import StudyLock
 from pipeline.job.plan import StudyPlan
@@ -16,7 +16,7 @@ HEARTBEAT_SECONDS = 5.0
 
 def now() -> str:
     """UTC with microseconds: the engine's finishedAt has the same precision (one format)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Heartbeat:

@@ -7,8 +7,9 @@ and announced once (:func:`fail`); the last attempt's unexpected error too.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.aws import client, is_transient
 from pipeline.engine import compress_study

@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import CompressionSettings
 from pipeline.budget import MemoryBudget
-from pipeline.outputs.report import write_local_report
+from pipeline.config import CompressionSettings
 from pipeline.engine import Progress, Study, compress_study
 from pipeline.files.errors import describe_error
 from pipeline.outputs.record import build_record, failed_record
+from pipeline.outputs.report import write_local_report
 from pipeline.outputs.s3 import json_bytes
 
 

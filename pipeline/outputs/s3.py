@@ -70,7 +70,7 @@ class MultipartSink:
     def _part_target(self) -> int:
         return self.part_size * (1 + (self._next_part - 1) // PARTS_PER_STEP)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data)
         while view:
             size = self._part_target()

@@ -18,18 +18,20 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any
 
+from pipeline.files.header import SeekableReader
 from pipeline.report.frames import WHOLE_BELOW
 from pipeline.report.html import render_page
 from pipeline.report.panels import Panel, render_panel
 from pipeline.report.series import Series, series_of
 from pipeline.study.source import StudySource
 
-__all__ = ["Limits", "REPORT_SUFFIX", "build_report", "report_name", "report_path"]
+__all__ = ["REPORT_SUFFIX", "Limits", "build_report", "report_name", "report_path"]
 
 #: ``OUT.zip`` -> ``OUT.report.html`` (as ``OUT.result.json``).
 REPORT_SUFFIX = ".report.html"
@@ -64,7 +66,7 @@ def report_path(zip_path: str | os.PathLike[str]) -> Path:
 
 
 @contextmanager
-def _zip(archive: str | os.PathLike[str] | BinaryIO | zipfile.ZipFile) -> Iterator[zipfile.ZipFile]:
+def _zip(archive: str | os.PathLike[str] | SeekableReader | zipfile.ZipFile) -> Iterator[zipfile.ZipFile]:
     if isinstance(archive, zipfile.ZipFile):
         yield archive
         return
@@ -88,7 +90,7 @@ def _whole_below(record: Mapping[str, Any]) -> int:
 
 
 def build_report(record: Mapping[str, Any], source: StudySource,
-                 archive: str | os.PathLike[str] | BinaryIO | zipfile.ZipFile, *, limits: Limits = Limits(),
+                 archive: str | os.PathLike[str] | SeekableReader | zipfile.ZipFile, *, limits: Limits = Limits(),
                  allow_burned_in: bool = False) -> bytes:
     """The report of a compressed study as UTF-8 HTML.
 

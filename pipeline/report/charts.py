@@ -8,8 +8,8 @@ bin, so the chart's size is bounded and no bad image hides behind a good neighbo
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from html import escape
-from typing import Iterable, Sequence
 
 from pipeline.report.series import Image, Series
 

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from pipeline.files.frames import FrameLayout, extended_offsets
-from pipeline.files.header import DEFLATED, read_header
+from pipeline.files.header import DEFLATED, SeekableReader, read_header
 from pipeline.study.listing import StudyObject
 from pipeline.study.source import StudySource
 
@@ -90,7 +90,7 @@ def _skip_to(stream: Any, offset: int) -> None:
             raise FrameReadError("truncated DICOM: Pixel Data ends before the frame")
 
 
-def frame_from_stream(reader: BinaryIO, index: int | None = None) -> Frame:
+def frame_from_stream(reader: SeekableReader, index: int | None = None) -> Frame:
     """Frame ``index`` (the middle one when None) of an object read through a seekable
     ``reader``: its header, then that frame alone."""
     from pydicom.encaps import get_frame
@@ -161,11 +161,11 @@ def archive_frame(archive: zipfile.ZipFile, name: str, index: int | None = None)
     info = archive.getinfo(name)
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or archive.fp is None:
         with archive.open(info) as entry:
-            return frame_from_stream(entry, index)  # type: ignore[arg-type]
+            return frame_from_stream(entry, index)
     fp: Any = archive.fp
     fp.seek(info.header_offset)
     signature, name_length, extra_length = _LOCAL_HEADER.unpack(fp.read(_LOCAL_HEADER.size))
     if signature != b"PK\x03\x04":
         raise FrameReadError("the ZIP entry's local header is not where the directory says")
     start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
-    return frame_from_stream(EntryReader(fp, start, info.file_size), index)  # type: ignore[arg-type]
+    return frame_from_stream(EntryReader(fp, start, info.file_size), index)

@@ -11,8 +11,9 @@ to a few MB.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from html import escape
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pipeline.report.charts import FLOOR_COLOURS, quality_chart
 from pipeline.report.panels import Panel, difference_caption

@@ -126,7 +126,8 @@ def display(pixels: np.ndarray, view: View) -> np.ndarray:
     PS3.3 C.11.2.1.2.1 on the rescaled values, inverted for MONOCHROME1."""
     if view.colour:
         scaled = pixels.astype(np.float32) * (255.0 / max(view.full_scale, 1.0))
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        levels: np.ndarray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)  # numpy: np.rint(...) is Any
+        return levels
     values = pixels.astype(np.float64) * view.slope + view.intercept
     grey = ((values - (view.center - 0.5)) / max(view.width - 1, 1.0) + 0.5) * 255.0
     grey = np.clip(np.rint(grey), 0, 255)
@@ -175,9 +176,13 @@ def _row_blocks(rows: int, factor: int) -> list[tuple[int, int]]:
 def _pooled(block: np.ndarray, factor: int, columns: int, how: str) -> np.ndarray:
     block = block[:, :columns]
     shape = (block.shape[0] // factor, factor, columns // factor, factor) + block.shape[2:]
+    # numpy types reductions over an axis tuple as Any (they could be scalars): they are arrays here.
+    pooled: np.ndarray
     if how == "max":
-        return block.reshape(shape).max(axis=(1, 3))
-    return block.astype(np.float32).reshape(shape).mean(axis=(1, 3), dtype=np.float32)
+        pooled = block.reshape(shape).max(axis=(1, 3))
+    else:
+        pooled = block.astype(np.float32).reshape(shape).mean(axis=(1, 3), dtype=np.float32)
+    return pooled
 
 
 def shrink(frame: np.ndarray, factor: int) -> np.ndarray:

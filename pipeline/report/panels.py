@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pipeline.files.errors import describe_error
 from pipeline.report.burned_in import burned_in_risk
 from pipeline.report.frames import FrameReadError, archive_frame, source_frame
-from pipeline.report.images import difference, difference_gain, display, shrink, shrink_difference, shrink_factor, view_for
+from pipeline.report.images import (
+    difference,
+    difference_gain,
+    display,
+    shrink,
+    shrink_difference,
+    shrink_factor,
+    view_for,
+)
 from pipeline.report.png import encode_png
 from pipeline.report.series import Image
 from pipeline.study.listing import StudyObject

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 #: Shown for images at the study folder's top level.
 TOP_LEVEL = "(study folder)"
@@ -41,7 +42,7 @@ class Image:
         return self.range_psnr if self.range_psnr is not None else self.psnr
 
     @classmethod
-    def of(cls, row: Mapping[str, Any]) -> "Image":
+    def of(cls, row: Mapping[str, Any]) -> Image:
         check = row.get("verification") or {}
         return cls(
             path=str(row["path"]),

@@ -7,8 +7,8 @@ Order is natural and per path component, so ``DCT2`` comes before ``DCT10`` and 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 TRIGGER_NAMES = frozenset({"_READY", "manifest.json"})
 _DIGITS = re.compile(r"(\d+)")
@@ -36,11 +36,15 @@ class Ignored:
     reason: str
 
 
-def natural_key(path: str) -> tuple:
+#: One run of a path component in :func:`natural_key`: ``(0, number)`` or ``(1, folded text)``.
+_Run = tuple[int, int | str]
+
+
+def natural_key(path: str) -> tuple[tuple[tuple[_Run, ...], ...], str]:
     """Sort key comparing path components, numbers by value, text case-insensitively."""
     parts = []
     for component in path.split("/"):
-        key = []
+        key: list[_Run] = []
         for i, chunk in enumerate(_DIGITS.split(component)):
             if i % 2:
                 key.append((0, int(chunk)))
@@ -67,7 +71,7 @@ def _escape_component(component: str) -> str:
 
 def safe_entry_name(path: str) -> str:
     """A ZIP entry name that cannot leave the archive root, percent-escaping what could."""
-    components = [c for c in path.split("/")]
+    components = path.split("/")
     while components and components[0] == "":  # absolute paths become relative
         components.pop(0)
     escaped = [_escape_component(c) if c else "%" for c in components]

@@ -194,7 +194,7 @@ def _files(items: Any) -> tuple[ManifestFile, ...]:
         if not isinstance(item, dict) or set(item) - {"path", "size", "sha256"}:
             raise ManifestError(f"files[{i}] must be an object with path, size and optional sha256")
         path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
-        if not isinstance(path, str) or not _safe_relative(path) or posixpath.basename(path) == "manifest.json" and "/" not in path:
+        if not isinstance(path, str) or not _safe_relative(path) or (posixpath.basename(path) == "manifest.json" and "/" not in path):
             raise ManifestError(f"files[{i}].path must be a relative path inside the study folder")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ManifestError(f"files[{i}].size must be an integer >= 0")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.study.listing import Ignored, StudyObject
 from pipeline.study.source import CHUNK, ObjectReader, SourceError, StudySource
@@ -52,7 +53,7 @@ class S3StudySource(StudySource):
             raise SourceError(f"cannot read {obj.path}: {error_code(exc) or type(exc).__name__}") from exc
 
     def read(self, obj: StudyObject) -> bytes:
-        data = self._get(obj).read()
+        data: bytes = self._get(obj).read()
         expected = self.checksums.get(obj.path)
         if expected and hashlib.sha256(data).hexdigest() != expected:
             raise SourceError(f"{obj.path} does not match the sha256 in manifest.json")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from pipeline.study.listing import Ignored, StudyObject
 
@@ -37,7 +38,7 @@ class StudySource(ABC):
         """The object as a stream, for objects too large to hold in memory."""
 
     @abstractmethod
-    def open(self, obj: StudyObject) -> "ObjectReader":
+    def open(self, obj: StudyObject) -> ObjectReader:
         """A seekable reader over the object, for reading its header and then its frames by
         offset without holding it whole. ``finish()`` on it raises SourceError when the bytes
         read do not match the manifest's checksum."""
@@ -73,7 +74,7 @@ class ObjectReader:
     def close(self) -> None:
         self._raw.close()
 
-    def __enter__(self) -> "ObjectReader":
+    def __enter__(self) -> ObjectReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
