@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "fixtures"
-FIXTURE_STUDY = FIXTURES / "studies" / "ct-nested-001"
-
-
-def corpus_dir() -> Path:
-    return Path(os.environ.get("DICOM_CORPUS", ROOT.parent / "shared" / "dicom-corpus"))
+from tests.helpers.paths import FIXTURE_STUDY, corpus_dir
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ import pydicom
 import pytest
 from pydicom.pixels import pixel_array
 
-from e2e_helpers import communicate_or_fail
+from tests.helpers.guards import communicate_or_fail
 from pipeline.config import CompressionSettings
 from pipeline.engine import Study, compress_study
 from pipeline.files import encoders as W

@@ -19,24 +19,17 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from e2e_helpers import (
-    COMPRESSED,
-    FAILED,
+from tests.helpers.studies import (
     FIXTURE_ORDER,
     SMALL_ORDER,
-    Event,
-    check_event_shape,
-    create_resources,
-    get_bytes,
     make_small_study,
     manifest_for,
     phi_values,
-    read_events,
     sha256,
     study_files,
-    upload,
-    worker_env,
 )
+from tests.helpers.aws import create_resources, get_bytes, upload, worker_env
+from tests.helpers.events import COMPRESSED, FAILED, Event, check_event_shape, read_events
 from pipeline.aws import client, reset_clients
 from devstack.stack import LocalStack
 from devstack.poller import LambdaContext, sqs_event

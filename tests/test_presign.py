@@ -23,7 +23,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
-from e2e_helpers import SMALL_STUDY, communicate_or_fail, natural_order
+from tests.helpers.studies import SMALL_STUDY, natural_order
+from tests.helpers.guards import communicate_or_fail
 from devstack.presign import MAX_EXPIRES, PresignError, presign_study
 from devstack.submit import file_entry, study_files
 

@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from e2e_helpers import phi_values
-from png_reader import read_png
+from tests.helpers.studies import phi_values
+from tests.helpers.png import read_png
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian
-from report_helpers import ROOT, compress, pngs
+from tests.helpers.paths import ROOT
+from tests.helpers.report import compress, pngs
 
 from pipeline.report import Limits, build_report, report_name, report_path
 from pipeline.report.burned_in import burned_in_risk

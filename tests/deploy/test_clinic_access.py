@@ -27,7 +27,7 @@ from typing import Any
 
 import boto3
 import pytest
-from deploy_cfn import ACCOUNT, STACK, Stack, allowed_pairs
+from tests.helpers.cloudformation import ACCOUNT, STACK, Stack, allowed_pairs
 
 pytestmark = pytest.mark.deploy
 

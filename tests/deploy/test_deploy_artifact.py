@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from lambda_runtime import host_arch, python312, runtime_provided_dir
+from tests.helpers.lambda_runtime import host_arch, python312, runtime_provided_dir
 
 pytestmark = pytest.mark.deploy
 

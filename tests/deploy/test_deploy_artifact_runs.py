@@ -31,7 +31,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from lambda_runtime import host_arch, python312, runtime_provided_dir
+from tests.helpers.lambda_runtime import host_arch, python312, runtime_provided_dir
 
 pytestmark = [pytest.mark.deploy,
               pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")]

@@ -11,7 +11,7 @@ have no resource-level permissions.
 from __future__ import annotations
 
 import pytest
-from deploy_cfn import ACCOUNT, STACK, Stack, allowed_pairs
+from tests.helpers.cloudformation import ACCOUNT, STACK, Stack, allowed_pairs
 
 pytestmark = pytest.mark.deploy
 

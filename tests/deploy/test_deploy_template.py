@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from deploy_cfn import ACCOUNT, STACK, Stack
+from tests.helpers.cloudformation import ACCOUNT, STACK, Stack
 
 pytestmark = pytest.mark.deploy
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_cfn import Stack
-from lambda_runtime import host_arch
+from tests.helpers.cloudformation import Stack
+from tests.helpers.lambda_runtime import host_arch
 
 pytestmark = [pytest.mark.deploy,
               pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")]

@@ -7,15 +7,11 @@ real DICOM from the corpus. Select with ``-m reliability``; see RELIABILITY.md f
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
-for path in (HERE, HERE.parent):  # reliability_helpers and e2e_helpers, whatever the import mode
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
 
 def pytest_configure(config: pytest.Config) -> None:
