@@ -15,7 +15,7 @@
     ``*`` and ``?``, policy variables from the principal's tags) decides those cases.
 
 Presigned URLs fail under moto's enforcement (they carry no Authorization header), so
-presigned uploads are tested through the local stack without it (tests/test_presign.py).
+presigned uploads are tested through the local stack without it (tests/e2e/test_presign.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One study end to end: listing -> workers -> ordered ZIP -> result record, on real DICOM.
 
-The per-file decisions are covered by test_files_corpus.py; here the unit is the study: every
+The per-file decisions are covered by tests/unit/test_files_corpus.py; here the unit is the study: every
 object exactly once, in reading order, byte-for-byte when kept, totals that add up, an output an
 independent decoder (Debian's GDCM) reads back bit-exact, and the same bytes whatever the number
 of workers.
@@ -29,6 +29,7 @@ import pytest
 from pydicom.pixels import pixel_array
 
 from tests.helpers.guards import communicate_or_fail
+from tests.helpers.paths import ROOT
 from pipeline.config import CompressionSettings
 from pipeline.engine import Study, compress_study
 from pipeline.files import encoders as W
@@ -36,7 +37,6 @@ from pipeline.outputs.local import write_local_outputs
 from pipeline.study.listing import StudyObject, order_study
 from pipeline.study.source import LocalStudySource
 
-ROOT = Path(__file__).resolve().parents[1]
 LOSSLESS = CompressionSettings(mode="lossless")
 LOSSY = CompressionSettings(rate=100)
 TS_J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
