@@ -39,13 +39,6 @@ PACKAGE_INPUTS = (
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "deploy: Serverless packaging checks (runs `make -f deploy.mk package` when needed)",
-    )
-
-
 @dataclass(frozen=True)
 class Package:
     arch: str

@@ -29,8 +29,6 @@ import boto3
 import pytest
 from tests.helpers.cloudformation import ACCOUNT, STACK, Stack, allowed_pairs
 
-pytestmark = pytest.mark.deploy
-
 POLICY = "ClinicUploaderPolicy"
 TAG = "${aws:PrincipalTag/clinic}"
 DATA_BUCKET = f"{STACK}-data-{ACCOUNT}-us-east-1"

@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from tests.helpers.lambda_runtime import host_arch, python312, runtime_provided_dir
 
-pytestmark = pytest.mark.deploy
-
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # code + layers, unzipped
 ELF_MACHINE = {"arm64": 0xB7, "x86_64": 0x3E}  # EM_AARCH64, EM_X86_64
 LINUX_TRIPLET = {"arm64": "aarch64-linux-gnu", "x86_64": "x86_64-linux-gnu"}

@@ -33,8 +33,7 @@ import pydicom
 import pytest
 from tests.helpers.lambda_runtime import host_arch, python312, runtime_provided_dir
 
-pytestmark = [pytest.mark.deploy,
-              pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY_FIXTURE = REPO / "fixtures" / "studies" / "ct-nested-001"

@@ -13,8 +13,6 @@ from __future__ import annotations
 import pytest
 from tests.helpers.cloudformation import ACCOUNT, STACK, Stack, allowed_pairs
 
-pytestmark = pytest.mark.deploy
-
 ROLE = "IamRoleLambdaExecution"
 DATA_BUCKET = f"{STACK}-data-{ACCOUNT}-us-east-1"
 LOG_GROUP_ARN = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/lambda/{STACK}"

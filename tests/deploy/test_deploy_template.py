@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from tests.helpers.cloudformation import ACCOUNT, STACK, Stack
 
-pytestmark = pytest.mark.deploy
-
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = f"{STACK}-data-{ACCOUNT}-us-east-1"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"

@@ -22,8 +22,7 @@ import pytest
 from tests.helpers.cloudformation import Stack
 from tests.helpers.lambda_runtime import host_arch
 
-pytestmark = [pytest.mark.deploy,
-              pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
 LOCAL_VISIBILITY_TIMEOUT = 17  # anything but the default: proves the local value is the parameter
 # Function environment the local stack does not set: the worker's default must be the

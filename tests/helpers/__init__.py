@@ -1,6 +1,7 @@
 """Helpers shared by the tests of every level, imported as ``from tests.helpers.<module> import ...``.
 
 - ``paths``: the repository root, the fixture study, the corpus.
+- ``layout``: the level folders (and markers) every test lives in.
 - ``studies``: real studies from the corpus, their files, manifests, ZIP entries, reference runs.
 - ``aws``: the stack's resources, S3 and SQS state, S3 notifications, playing Lambda until idle.
 - ``events``: what reached the notification queue, and the documented event shape.
