@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 ## Independent DICOM tools the tests decode with (Debian's GDCM), curl for the README's
-## presigned-upload loop (tests/test_presign.py), the browser the quality report is rendered in
+## presigned-upload loop (tests/e2e/test_presign.py), the browser the quality report is rendered in
 ## (Debian's Chromium, headless; its fonts), and the consumers of tests/interop/ (Orthanc with its
 ## GDCM plugin, DCMTK, dicom3tools, OpenJPEG's tools); each installed when missing.
 tools:
@@ -32,7 +32,7 @@ tools:
 	    dicom3tools libopenjp2-tools) >/dev/null; }
 
 ## The real AWS CLI (PyPI awscli), in a venv of its own (it pins botocore): tests run the commands
-## the local stack prints with it, verbatim (tests/test_local_cli_commands.py).
+## the local stack prints with it, verbatim (tests/e2e/test_local_cli_commands.py).
 AWSCLI_VENV := .venv-awscli
 AWSCLI_STAMP := $(AWSCLI_VENV)/.installed
 $(AWSCLI_STAMP):

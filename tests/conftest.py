@@ -1,22 +1,40 @@
-"""Shared fixtures: the real corpus (../shared/dicom-corpus), the committed study, settings, a local stack."""
+"""Shared fixtures (the real corpus ../shared/dicom-corpus, the committed study, a local stack) and
+the level markers.
+
+Every test file lives in one level folder, and gets that level's marker from it (registered in
+pytest.ini; ``--strict-markers``), so each level runs alone by path or by marker
+(``pytest tests/unit`` or ``pytest -m unit``):
+
+- ``unit``: one piece of code on its own, no AWS at all (it may read the corpus, fork the
+  encoders, start a bare interpreter to see a fresh process, or run a decoder as an oracle).
+- ``integration``: pieces together in this process: the engine over a whole study, the handler
+  and the service on in-process moto (``mock_aws``).
+- ``e2e``: the product as processes: the CLI, devstack and its moto server on 127.0.0.1, a browser.
+- ``reliability``, ``deploy``, ``interop``: see those folders.
+
+Helpers shared by the tests are the package tests/helpers (``from tests.helpers.x import y``).
+"""
 
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "fixtures"
-FIXTURE_STUDY = FIXTURES / "studies" / "ct-nested-001"
+from tests.helpers.layout import level_of
+from tests.helpers.paths import FIXTURE_STUDY, corpus_dir
 
 
-def corpus_dir() -> Path:
-    return Path(os.environ.get("DICOM_CORPUS", ROOT.parent / "shared" / "dicom-corpus"))
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets the marker of its level folder (tests/unit -> ``unit``, ...)."""
+    for item in items:
+        level = level_of(item.path)
+        if level is not None:
+            item.add_marker(getattr(pytest.mark, level))
 
 
 @pytest.fixture(scope="session")

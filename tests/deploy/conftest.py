@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,6 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # deploy_cfn, whatever pytest's import mode
-    sys.path.insert(0, str(HERE))
-
 REPO = HERE.parents[1]
 ARCHES = ("arm64", "x86_64")
 SERVICE = "dicom-compression"
@@ -41,13 +37,6 @@ PACKAGE_INPUTS = (
     "handlers",
     "pipeline",
 )
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "deploy: Serverless packaging checks (runs `make -f deploy.mk package` when needed)",
-    )
 
 
 @dataclass(frozen=True)

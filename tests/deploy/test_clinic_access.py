@@ -15,7 +15,7 @@
     ``*`` and ``?``, policy variables from the principal's tags) decides those cases.
 
 Presigned URLs fail under moto's enforcement (they carry no Authorization header), so
-presigned uploads are tested through the local stack without it (tests/test_presign.py).
+presigned uploads are tested through the local stack without it (tests/e2e/test_presign.py).
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from typing import Any
 
 import boto3
 import pytest
-from deploy_cfn import ACCOUNT, STACK, Stack, allowed_pairs
-
-pytestmark = pytest.mark.deploy
+from tests.helpers.cloudformation import ACCOUNT, STACK, Stack, allowed_pairs
 
 POLICY = "ClinicUploaderPolicy"
 TAG = "${aws:PrincipalTag/clinic}"

@@ -12,9 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from lambda_runtime import host_arch, python312, runtime_provided_dir
-
-pytestmark = pytest.mark.deploy
+from tests.helpers.lambda_runtime import host_arch, python312, runtime_provided_dir
 
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # code + layers, unzipped
 ELF_MACHINE = {"arm64": 0xB7, "x86_64": 0x3E}  # EM_AARCH64, EM_X86_64

@@ -2,7 +2,7 @@
 
 The artifact built for this machine's CPU is unzipped into a clean folder and its handler is
 invoked by a bare CPython 3.12 (``-I -S``; sys.path = [artifact, runtime-provided boto3 and
-its deps], see lambda_runtime.py) against the local stack (a real moto server started in
+its deps], see tests/helpers/lambda_runtime.py) against the local stack (a real moto server started in
 this test process). The study goes in the way a client puts it there (files, then
 ``_READY``); the SQS message the handler gets is the S3 notification moto really sent,
 reshaped as Lambda's SQS event source delivers it. Nothing is imported from the repository
@@ -31,10 +31,9 @@ from typing import Any
 
 import pydicom
 import pytest
-from lambda_runtime import host_arch, python312, runtime_provided_dir
+from tests.helpers.lambda_runtime import host_arch, python312, runtime_provided_dir
 
-pytestmark = [pytest.mark.deploy,
-              pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY_FIXTURE = REPO / "fixtures" / "studies" / "ct-nested-001"

@@ -11,9 +11,7 @@ have no resource-level permissions.
 from __future__ import annotations
 
 import pytest
-from deploy_cfn import ACCOUNT, STACK, Stack, allowed_pairs
-
-pytestmark = pytest.mark.deploy
+from tests.helpers.cloudformation import ACCOUNT, STACK, Stack, allowed_pairs
 
 ROLE = "IamRoleLambdaExecution"
 DATA_BUCKET = f"{STACK}-data-{ACCOUNT}-us-east-1"

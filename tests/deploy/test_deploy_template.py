@@ -6,9 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from deploy_cfn import ACCOUNT, STACK, Stack
-
-pytestmark = pytest.mark.deploy
+from tests.helpers.cloudformation import ACCOUNT, STACK, Stack
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = f"{STACK}-data-{ACCOUNT}-us-east-1"

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_cfn import Stack
-from lambda_runtime import host_arch
+from tests.helpers.cloudformation import Stack
+from tests.helpers.lambda_runtime import host_arch
 
-pytestmark = [pytest.mark.deploy,
-              pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
 LOCAL_VISIBILITY_TIMEOUT = 17  # anything but the default: proves the local value is the parameter
 # Function environment the local stack does not set: the worker's default must be the

@@ -19,8 +19,8 @@ import pytest
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 
-from consumers import Orthanc, dciodvfy_errors, dcmdump_ok, gdcm_decode, missing_tools, opj_decode
-from interop_sample import SAMPLE, SETTINGS
+from tests.helpers.consumers import Orthanc, dciodvfy_errors, dcmdump_ok, gdcm_decode, missing_tools, opj_decode
+from tests.helpers.interop_sample import SAMPLE, SETTINGS
 from pipeline.files.process import process_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,7 +200,7 @@ def test_opj_decompress_decodes_first_and_last_frames(outputs):
 
 
 def test_python_gdcm_decodes_htj2k(outputs):
-    from consumers import gdcm_version
+    from tests.helpers.consumers import gdcm_version
 
     version = gdcm_version()
     failures = []

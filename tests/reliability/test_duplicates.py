@@ -13,26 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import (
-    EventLog,
-    S3Faults,
-    WorkerProcess,
+from tests.helpers.studies import make_ct_study, manifest_for, sha256, study_files
+from tests.helpers.aws import (
     drop_pending,
     get_bytes,
     get_record,
     list_keys,
-    make_ct_study,
-    manifest_bytes,
-    messages,
     open_uploads,
     queue_counts,
-    request_key,
     run_until_idle,
-    sha256,
-    tree_files,
-    upload_files,
-    wait_for,
+    upload,
 )
+from tests.helpers.events import EventLog
+from tests.helpers.guards import wait_for
+from tests.helpers.processes import WorkerProcess, messages
+from tests.helpers.s3_faults import S3Faults, request_key
 
 from pipeline.aws import client
 from pipeline.trigger.events import StudyTrigger, parse_body
@@ -45,7 +40,7 @@ SLICES = 24  # long enough (~1-2 s of work per run) for two workers to meet on t
 
 @pytest.fixture(scope="module")
 def files(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return tree_files(make_ct_study(corpus, tmp_path_factory.mktemp("dup") / "study", SLICES))
+    return study_files(make_ct_study(corpus, tmp_path_factory.mktemp("dup") / "study", SLICES))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +51,7 @@ def reference(stack: Any, files: dict[str, bytes]) -> dict[str, Any]:
     s3, sqs = client("s3"), client("sqs")
     drop_pending(sqs, stack.queue_url)
     prefix = "incoming/reference/study/"
-    upload_files(s3, stack.bucket, prefix, files)
+    upload(s3, stack.bucket, prefix, files)
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
     run_until_idle(stack.queue_url, handler)
     record = get_record(s3, stack.bucket, "compressed/reference/study.result.json")
@@ -102,11 +97,11 @@ def test_five_triggers_two_workers_one_output(stack: Any, files: dict[str, bytes
     events = EventLog(sqs, stack.notification_queue_url)
     prefix = "incoming/dup/study/"
     zip_key, record_key = "compressed/dup/study.zip", "compressed/dup/study.result.json"
-    upload_files(s3, stack.bucket, prefix, files)
+    upload(s3, stack.bucket, prefix, files)
 
     # Triggers 1 and 2: `_READY` and `manifest.json` both, so two messages wait for two workers.
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
-    s3.put_object(Bucket=stack.bucket, Key=prefix + "manifest.json", Body=manifest_bytes(files))
+    s3.put_object(Bucket=stack.bucket, Key=prefix + "manifest.json", Body=manifest_for(files))
     wait_for(lambda: queue_counts(sqs, stack.queue_url)[0] == 2, "both notifications on the queue")
     race = _run_workers(_workers(stack, tmp_path, "race"), sqs, stack.queue_url,
                         lambda o: o["compressed"] + o["duplicates"] >= 2)
@@ -168,7 +163,7 @@ def test_worker_that_loses_the_race_after_its_duplicate_check_stays_silent(stack
     zip_key, record_key, lock_key = ("compressed/dup-race/study.zip", "compressed/dup-race/study.result.json",
                                      "compressed/dup-race/study.zip.lock")
     drop_pending(sqs, stack.queue_url)
-    upload_files(s3, stack.bucket, prefix, dict(list(files.items())[:4]))
+    upload(s3, stack.bucket, prefix, dict(list(files.items())[:4]))
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
     wait_for(lambda: queue_counts(sqs, stack.queue_url)[0] == 2, "both notifications on the queue")

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 
-from reliability_helpers import ROOT
+from tests.helpers.paths import ROOT
 
 SCRIPT = textwrap.dedent("""
     import json, os, random, sys, time

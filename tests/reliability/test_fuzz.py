@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
-from e2e_helpers import s3_notification
+from tests.helpers.aws import s3_notification
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 

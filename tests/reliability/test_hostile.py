@@ -21,21 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import SMALL_STUDY
-from reliability_helpers import (
-    ROOT,
-    EventLog,
-    S3Faults,
-    ct_slices,
+from tests.helpers.paths import ROOT
+from tests.helpers.studies import SMALL_STUDY, ct_slices
+from tests.helpers.aws import (
     drop_pending,
     get_bytes,
     get_record,
     list_keys,
     open_uploads,
     queue_counts,
-    request_key,
     run_until_idle,
 )
+from tests.helpers.events import EventLog
+from tests.helpers.s3_faults import S3Faults, request_key
 
 from pipeline.archive import check_entry_name
 from pipeline.aws import client

@@ -24,26 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import (
-    EventLog,
+from tests.helpers.studies import local_reference, make_ct_study, manifest_for, sha256, study_files
+from tests.helpers.aws import (
     HeadWatcher,
-    WorkerProcess,
-    alive,
-    cpu_seconds,
     drop_pending,
     get_bytes,
     get_record,
-    local_reference,
-    make_ct_study,
-    manifest_bytes,
-    messages,
     open_uploads,
     queue_counts,
-    sha256,
-    tree_files,
-    upload_files,
-    wait_for,
+    upload,
 )
+from tests.helpers.events import EventLog
+from tests.helpers.guards import wait_for
+from tests.helpers.processes import WorkerProcess, alive, messages
+from bench.measure import cpu_seconds
 
 from pipeline.aws import client
 from pipeline.config import CompressionSettings
@@ -58,7 +52,7 @@ ORPHAN_GRACE_S = 20  # an encoder busy on one slice needs well under a second to
 def study(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = make_ct_study(corpus, tmp_path_factory.mktemp("kill") / "study", SLICES)
     zip_bytes, files = local_reference(root, CompressionSettings(mode="lossless"))
-    return {"files": tree_files(root), "zip": zip_bytes, "record_files": files}
+    return {"files": study_files(root), "zip": zip_bytes, "record_files": files}
 
 
 def _record(prefix_path: str) -> tuple[str, str, str]:
@@ -80,8 +74,8 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
     events.read()
     prefix = f"incoming/{study_path}/"
     zip_key, record_key, lock_key = _record(study_path)
-    upload_files(s3, stack.bucket, prefix, study["files"])
-    s3.put_object(Bucket=stack.bucket, Key=prefix + "manifest.json", Body=manifest_bytes(study["files"], mode="lossless"))
+    upload(s3, stack.bucket, prefix, study["files"])
+    s3.put_object(Bucket=stack.bucket, Key=prefix + "manifest.json", Body=manifest_for(study["files"], mode="lossless"))
     env = {"LOCK_STALE_SECONDS": str(LOCK_STALE_SECONDS), "WORKERS": "2"}
     first = WorkerProcess(stack, tmp_path, "killed", **env)
     second = WorkerProcess(stack, tmp_path, "successor", **env)

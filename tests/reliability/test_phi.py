@@ -34,14 +34,9 @@ from typing import Any
 
 import pydicom
 import pytest
-from reliability_helpers import (
-    EventLog,
-    S3Faults,
-    drop_pending,
-    get_record,
-    request_key,
-    run_until_idle,
-)
+from tests.helpers.aws import drop_pending, get_record, run_until_idle
+from tests.helpers.events import EventLog
+from tests.helpers.s3_faults import S3Faults, request_key
 
 from pipeline.aws import client
 from devstack.submit import submit_study

@@ -14,19 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import s3_notification
-from reliability_helpers import (
-    EventLog,
-    drop_pending,
-    get_bytes,
-    get_record,
-    make_ct_study,
-    queue_counts,
-    tree_files,
-    upload_files,
-    wait_for,
-    zip_names,
-)
+from tests.helpers.studies import make_ct_study, study_files, zip_entries
+from tests.helpers.aws import drop_pending, get_bytes, get_record, queue_counts, s3_notification, upload
+from tests.helpers.events import EventLog
+from tests.helpers.guards import wait_for
 
 from pipeline.aws import client
 from devstack.poller import LambdaContext, poll_once, sqs_event
@@ -112,8 +103,8 @@ def test_poison_in_a_batch_with_a_good_message(stack: Any, corpus: Path, tmp_pat
     events = EventLog(sqs, stack.notification_queue_url)
     events.read()
     prefix = "incoming/poison/good/"
-    files = tree_files(make_ct_study(corpus, tmp_path / "good", 3))
-    upload_files(s3, stack.bucket, prefix, files)
+    files = study_files(make_ct_study(corpus, tmp_path / "good", 3))
+    upload(s3, stack.bucket, prefix, files)
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
     poison = list(POISON.items())[:9]  # Lambda's SQS batches hold up to 10 messages
     for _, (body, _reason) in poison:
@@ -133,7 +124,7 @@ def test_poison_in_a_batch_with_a_good_message(stack: Any, corpus: Path, tmp_pat
         assert got.startswith(expected)
     record = get_record(s3, stack.bucket, "compressed/poison/good.result.json")
     assert record is not None and record["status"] == "succeeded"
-    assert zip_names(get_bytes(s3, stack.bucket, "compressed/poison/good.zip") or b"") == ["CT/IM1", "CT/IM2", "CT/IM3"]
+    assert zip_entries(get_bytes(s3, stack.bucket, "compressed/poison/good.zip") or b"") == ["CT/IM1", "CT/IM2", "CT/IM3"]
     assert [e["detail-type"] for e in events.for_prefix(prefix)] == ["Study Compressed"]
     for m in batch:
         sqs.delete_message(QueueUrl=stack.queue_url, ReceiptHandle=m["ReceiptHandle"])

@@ -13,22 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import (
-    EventLog,
-    S3Faults,
+from tests.helpers.studies import make_ct_study, sha256, study_files
+from tests.helpers.aws import (
     drop_pending,
     get_bytes,
     get_record,
     list_keys,
-    make_ct_study,
     open_uploads,
     queue_counts,
-    request_key,
     run_until_idle,
-    sha256,
-    tree_files,
-    upload_files,
+    upload,
 )
+from tests.helpers.events import EventLog
+from tests.helpers.s3_faults import S3Faults, request_key
 
 from pipeline.aws import client
 
@@ -47,7 +44,7 @@ def files(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, b
     rng = random.Random(20250827)
     for i in (1, 2, 3):
         (root / "A" / f"blob{i}.gz").write_bytes(rng.randbytes(6 * 1024 * 1024))
-    return tree_files(root)
+    return study_files(root)
 
 
 class Recorder:
@@ -66,7 +63,7 @@ class Recorder:
 
 def _submit(stack: Any, prefix: str, files: dict[str, bytes]) -> None:
     s3 = client("s3")
-    upload_files(s3, stack.bucket, prefix, files)
+    upload(s3, stack.bucket, prefix, files)
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
 
 

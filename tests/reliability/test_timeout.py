@@ -17,18 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import (
-    EventLog,
-    S3Faults,
-    drop_pending,
-    get_bytes,
-    get_record,
-    make_ct_study,
-    open_uploads,
-    queue_counts,
-    tree_files,
-    upload_files,
-)
+from tests.helpers.studies import make_ct_study, study_files
+from tests.helpers.aws import drop_pending, get_bytes, get_record, open_uploads, queue_counts, upload
+from tests.helpers.events import EventLog
+from tests.helpers.s3_faults import S3Faults
 
 from pipeline.aws import client
 from devstack.poller import LambdaContext, poll_once
@@ -85,9 +77,9 @@ def test_too_little_time_fails_before_any_encoding(stack: Any, corpus: Path, tmp
     drop_pending(sqs, stack.queue_url)
     events = EventLog(sqs, stack.notification_queue_url)
     events.read()
-    files = tree_files(make_ct_study(corpus, tmp_path / "study", 6))
+    files = study_files(make_ct_study(corpus, tmp_path / "study", 6))
     prefix = "incoming/timeout/short/"
-    upload_files(s3, stack.bucket, prefix, files)
+    upload(s3, stack.bucket, prefix, files)
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
     encoded: list[Any] = []
     real = service.compress_study
@@ -115,9 +107,9 @@ def test_time_running_out_mid_study_aborts_the_upload(stack: Any, corpus: Path, 
     (root / "A").mkdir()
     for i in (1, 2):
         (root / "A" / f"blob{i}.gz").write_bytes(os.urandom(5 * 1024 * 1024))
-    files = tree_files(root)
+    files = study_files(root)
     prefix = "incoming/timeout/mid/"
-    upload_files(s3, stack.bucket, prefix, files)
+    upload(s3, stack.bucket, prefix, files)
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
 
     # 36 s left, one second less at each look: enough for the up-front estimate (~32 s with

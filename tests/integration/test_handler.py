@@ -19,24 +19,17 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from e2e_helpers import (
-    COMPRESSED,
-    FAILED,
+from tests.helpers.studies import (
     FIXTURE_ORDER,
     SMALL_ORDER,
-    Event,
-    check_event_shape,
-    create_resources,
-    get_bytes,
     make_small_study,
     manifest_for,
     phi_values,
-    read_events,
     sha256,
     study_files,
-    upload,
-    worker_env,
 )
+from tests.helpers.aws import create_resources, get_bytes, upload, worker_env
+from tests.helpers.events import COMPRESSED, FAILED, Event, check_event_shape, read_events
 from pipeline.aws import client, reset_clients
 from devstack.stack import LocalStack
 from devstack.poller import LambdaContext, sqs_event
@@ -343,11 +336,21 @@ def test_manifest_metadata_that_cannot_be_stored_fails_cleanly(aws: Aws, small: 
     prefix = "incoming/invalid/surrogate/"
     aws.submit(prefix, small, marker="manifest.json", marker_body=b'{"metadata": {"note": "\\udc80"}}')
     msg = aws.receive_one()
+    # A lone surrogate parses as JSON but cannot be written as UTF-8: parse_manifest refuses the
+    # manifest, so the study fails once for good (recorded, announced, the message deleted).
     assert aws.run([msg]) == set()
     record = aws.record("compressed/invalid/surrogate.result.json")
-    assert record["status"] in ("failed", "succeeded")
+    assert record["status"] == "failed"
+    assert record["error"] == {"code": "InvalidManifest",
+                               "message": "manifest.json is not valid JSON: it contains lone surrogate escapes"}
+    assert record["metadata"] is None  # nothing of the manifest is kept
     [event] = aws.new_events(prefix)
-    assert event.detail_type in (FAILED, COMPRESSED)
+    check_event_shape(event, bucket=aws.stack.bucket)
+    assert event.detail_type == FAILED
+    assert event.detail["error"] == record["error"]
+    assert event.detail["metadata"] is None
+    assert aws.get("compressed/invalid/surrogate.zip") is None
+    assert aws.receive() == [] and aws.dlq() == []
 
 
 def test_duplicate_trigger_for_unchanged_inputs(aws: Aws, small: dict[str, bytes]) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import ROOT
 from bench.measure import TreeMemorySampler
 from bench.objects import build_deflate_bomb, build_multiframe
 
-ROOT = Path(__file__).resolve().parents[1]
 LIMIT_MB = 300
 
 

@@ -23,13 +23,14 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
-from e2e_helpers import SMALL_STUDY, communicate_or_fail, natural_order
+from tests.helpers.studies import SMALL_STUDY, natural_order
+from tests.helpers.guards import communicate_or_fail
+from tests.helpers.paths import ROOT
 from devstack.presign import MAX_EXPIRES, PresignError, presign_study
 from devstack.submit import file_entry, study_files
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 LOOP_MARKER = "<!-- presign-curl-loop"
 HANG_GUARD_SECONDS = 120  # a guard against hangs, never an assertion about speed

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from e2e_helpers import s3_notification
+from tests.helpers.aws import s3_notification
 from pipeline.trigger.events import MAX_BODY_BYTES, Dropped, StudyTrigger, parse_body
 
 BUCKET = "dicom-data"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 # JPEG Lossless SV1, JPEG-LS Lossless, JPEG-LS near-lossless: inputs only GDCM decodes here.
 GDCM_INPUTS = [

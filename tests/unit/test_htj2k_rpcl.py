@@ -12,7 +12,7 @@ import pytest
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 
-from codestream_header import main_header
+from tests.helpers.codestream import main_header
 from pipeline.codec.htj2k import decomposition_levels
 from pipeline.config import CompressionSettings
 from pipeline.files.process import process_file

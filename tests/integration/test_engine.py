@@ -1,6 +1,6 @@
 """One study end to end: listing -> workers -> ordered ZIP -> result record, on real DICOM.
 
-The per-file decisions are covered by test_files_corpus.py; here the unit is the study: every
+The per-file decisions are covered by tests/unit/test_files_corpus.py; here the unit is the study: every
 object exactly once, in reading order, byte-for-byte when kept, totals that add up, an output an
 independent decoder (Debian's GDCM) reads back bit-exact, and the same bytes whatever the number
 of workers.
@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ import pydicom
 import pytest
 from pydicom.pixels import pixel_array
 
-from e2e_helpers import communicate_or_fail
+from tests.helpers.guards import communicate_or_fail
+from tests.helpers.paths import ROOT
 from pipeline.config import CompressionSettings
 from pipeline.engine import Study, compress_study
 from pipeline.files import encoders as W
@@ -36,7 +36,6 @@ from pipeline.outputs.local import write_local_outputs
 from pipeline.study.listing import StudyObject, order_study
 from pipeline.study.source import LocalStudySource
 
-ROOT = Path(__file__).resolve().parents[1]
 LOSSLESS = CompressionSettings(mode="lossless")
 LOSSY = CompressionSettings(rate=100)
 TS_J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
@@ -55,7 +54,8 @@ FIXTURE_ORDER = [
     "report/test-SR.dcm",
 ]
 HANG_GUARD_SECONDS = 600  # a hang guard for the subprocess runs, never an assertion about speed
-IDLE_WAIT_RETRIES = 4
+#: The child's exit status when the encoder pool waited with nothing in flight (PoolIdleWait).
+IDLE_WAIT_EXIT = 3
 
 
 # --------------------------------------------------------------------------- hang guard
@@ -113,28 +113,31 @@ _CHILD = textwrap.dedent(
         Study.from_source(LocalStudySource(args["src"])), Path(args["zip"]),
         CompressionSettings(**args["settings"]), encoders=args["workers"],
     )
-    if record["status"] == "failed" and "PoolIdleWait" in (record.get("error") or {}).get("message", ""):
-        sys.exit(3)
+    message = (record.get("error") or {}).get("message", "")
+    if record["status"] == "failed" and "PoolIdleWait" in message:
+        print(f"PoolIdleWait: the study failed with: {message}", file=sys.stderr)
+        sys.exit(3)  # IDLE_WAIT_EXIT
     """
 )
 
 
 def compress_in_subprocess(src: Path, zip_path: Path, settings: dict[str, Any], workers: int) -> dict[str, Any]:
-    """``write_local_outputs`` in a child process (killed with its encoders if it ever hangs)."""
+    """``write_local_outputs`` in a child process (killed with its encoders if it ever hangs), once.
+
+    Should the encoder pool wait with nothing in flight (the idle-wait hang, see
+    test_pool_never_waits_with_nothing_in_flight), the child exits with IDLE_WAIT_EXIT and the
+    test fails at once with the child's diagnosis: a regression, never retried away."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for attempt in range(IDLE_WAIT_RETRIES):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, json.dumps({"src": str(src), "zip": str(zip_path), "settings": settings, "workers": workers})],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )
-        _, err = communicate_or_fail(proc, HANG_GUARD_SECONDS, f"compressing {src} (the engine hangs)")
-        if proc.returncode == 3:
-            # The idle-wait bug is back (see test_pool_never_waits_with_nothing_in_flight): say so, retry.
-            warnings.warn(f"encoder pool idle-wait hang hit compressing {src.name} (attempt {attempt + 1}); retrying")
-            continue
-        assert proc.returncode == 0, err[-3000:]
-        return json.loads(zip_path.with_suffix(".result.json").read_text())
-    pytest.fail(f"the encoder pool hit the idle-wait hang {IDLE_WAIT_RETRIES} times in a row")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps({"src": str(src), "zip": str(zip_path), "settings": settings, "workers": workers})],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    _, err = communicate_or_fail(proc, HANG_GUARD_SECONDS, f"compressing {src} (the engine hangs)")
+    if proc.returncode == IDLE_WAIT_EXIT:
+        pytest.fail(f"the encoder pool waited with nothing in flight (the idle-wait hang) compressing {src}:\n"
+                    f"{err[-3000:]}", pytrace=False)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(zip_path.with_suffix(".result.json").read_text())
 
 
 # --------------------------------------------------------------------------- helpers

@@ -15,7 +15,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import tracemalloc
 import zipfile
 import zlib
@@ -24,11 +23,7 @@ from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the repo has no pytest config putting it on sys.path
-    sys.path.insert(0, str(ROOT))
-
-from pipeline.archive import (  # noqa: E402
+from pipeline.archive import (
     UnsafeEntryName,
     ZipEntryInfo,
     ZipStreamWriter,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from e2e_helpers import communicate_or_fail
+from tests.helpers.guards import communicate_or_fail
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 HANG_GUARD_SECONDS = 300  # a hang guard, never an assertion about speed
 FIXTURE_FILES = 11
 FIXTURE_IMAGES = 10

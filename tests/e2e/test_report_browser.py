@@ -24,8 +24,9 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from png_reader import read_png
-from report_helpers import ROOT, compress
+from tests.helpers.png import read_png
+from tests.helpers.paths import ROOT
+from tests.helpers.report import compress
 
 from pipeline.report import build_report, report_path
 from pipeline.study.source import LocalStudySource

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
 

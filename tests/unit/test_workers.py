@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import ROOT
 from pipeline.config import CompressionSettings
 from pipeline.files import encoders as W
 
-ROOT = Path(__file__).resolve().parents[1]
 LOSSLESS = CompressionSettings(mode="lossless")
 
 

@@ -18,21 +18,18 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from e2e_helpers import (
-    COMPRESSED,
-    FAILED,
+from tests.helpers.studies import (
     FIXTURE_ORDER,
     SMALL_ORDER,
-    Event,
-    check_event_shape,
     copy_study,
     make_small_study,
     natural_order,
     phi_values,
-    read_events,
     sha256,
     study_files,
+    zip_entries,
 )
+from tests.helpers.events import COMPRESSED, FAILED, Event, check_event_shape, read_events
 from pipeline.aws import client
 from devstack.stack import LocalStack, RunningStack
 from devstack.submit import submit_study
@@ -158,12 +155,6 @@ def outputs_for(study_path: str) -> tuple[str, str]:
     return f"compressed/{study_path}.zip", f"compressed/{study_path}.result.json"
 
 
-def zip_names(data: bytes) -> list[str]:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert zf.testzip() is None
-        return [i.filename for i in zf.infolist()]
-
-
 # --------------------------------------------------------------------------- tests
 
 
@@ -208,7 +199,7 @@ def test_submit_with_manifest_to_spaced_non_ascii_prefix(harness: Harness, fixtu
     zip_bytes = harness.get(zip_key)
     assert zip_bytes is not None
     submitted_paths = [f["path"] for f in submitted["manifest"]["files"]]
-    assert zip_names(zip_bytes) == natural_order(submitted_paths) == FIXTURE_ORDER
+    assert zip_entries(zip_bytes) == natural_order(submitted_paths) == FIXTURE_ORDER
     record = harness.record(record_key)
     assert record["status"] == "succeeded"
     assert record["output"]["sha256"] == sha256(zip_bytes)
@@ -252,7 +243,7 @@ def test_plain_put_object_then_ready(harness: Harness, corpus: Path, tmp_path: P
     zip_key, record_key = outputs_for(study_path)
     zip_bytes = harness.get(zip_key)
     assert zip_bytes is not None
-    assert zip_names(zip_bytes) == natural_order(files) == SMALL_ORDER
+    assert zip_entries(zip_bytes) == natural_order(files) == SMALL_ORDER
     with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
         assert all(zf.read(name)[128:132] == b"DICM" for name in SMALL_ORDER)
     record = harness.record(record_key)

@@ -1,0 +1,1 @@
+"""The tests, by level: unit, integration, e2e, reliability, deploy, interop (see tests/conftest.py)."""
