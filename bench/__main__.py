@@ -36,8 +36,9 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------- pipeline, end to end
-def run_pipeline(stack: Any, study: Path, name: str, *, workers: int, options: dict[str, Any], server_pid: int,
-                 cores: CoreSplit) -> dict[str, Any]:
+def run_pipeline(
+    stack: Any, study: Path, name: str, *, workers: int, options: dict[str, Any], server_pid: int, cores: CoreSplit
+) -> dict[str, Any]:
     """Upload once per study; each variant writes a new manifest (the trigger) with its own output name."""
     from devstack.submit import submit_study
     from pipeline.aws import client
@@ -51,9 +52,16 @@ def run_pipeline(stack: Any, study: Path, name: str, *, workers: int, options: d
         listed = submit_study(study, f"s3://{stack.bucket}/{prefix}", marker="none")["listed"]
         _uploaded[study.name] = listed
     out_name = f"{study.name}-{name}.zip"
-    env = {**os.environ, **stack.env(), "WORKERS": str(workers), "LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-    worker = subprocess.Popen([sys.executable, "-m", "devstack", "poll", stack.queue_url], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        **stack.env(),
+        "WORKERS": str(workers),
+        "LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "poll", stack.queue_url], env=env, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
     if cores.pinned:  # before it forks its encoders: they inherit it
         pin(worker.pid, cores.pipeline)
     try:
@@ -215,7 +223,11 @@ def run_codec_loop(study: Path, *, lossless: bool, codec: str = "j2k") -> dict[s
 def run_dcmjs(study: Path, *, lossless: bool) -> dict[str, Any]:
     listing = WORK / f"{study.name}.files.txt"
     listing.write_text("\n".join(str(p) for p in study_files(study)) + "\n")
-    cmd = ["node", str(ROOT / "bench/dcmjs/encode.js"), "--rate", "100"] + (["--lossless"] if lossless else []) + [str(listing)]
+    cmd = (
+        ["node", str(ROOT / "bench/dcmjs/encode.js"), "--rate", "100"]
+        + (["--lossless"] if lossless else [])
+        + [str(listing)]
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     result = json.loads(proc.stdout)
     assert result["ok"] == result["files"], result["failed"][:3]
@@ -231,8 +243,14 @@ def import_time(*, traced: bool = False) -> float:
     env.pop("POWERTOOLS_TRACE_DISABLED", None)
     if not traced:
         env["POWERTOOLS_TRACE_DISABLED"] = "1"
-    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                                 env=env, check=True).stdout) for _ in range(5)]
+    runs = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True
+            ).stdout
+        )
+        for _ in range(5)
+    ]
     return statistics.median(runs)
 
 
@@ -295,7 +313,15 @@ def lambda_model(t1: float, speedup2: float, arch: str = "arm64") -> list[dict[s
         speed = vcpu if vcpu < 1 else min(1 + (workers - 1) * (speedup2 - 1), vcpu)
         seconds = t1 / speed
         cost = mb / 1024 * seconds * PRICE_GB_S[arch] + PRICE_REQUEST
-        rows.append({"memory_mb": mb, "vcpu": round(vcpu, 2), "workers": workers, "seconds": seconds, "cost_per_1000": cost * 1000})
+        rows.append(
+            {
+                "memory_mb": mb,
+                "vcpu": round(vcpu, 2),
+                "workers": workers,
+                "seconds": seconds,
+                "cost_per_1000": cost * 1000,
+            }
+        )
     return rows
 
 
@@ -308,10 +334,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small studies, for trying the bench itself")
     parser.add_argument("--skip-2g", action="store_true", help="leave out the 2 GB study")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of the 400-file rows (median reported)")
-    parser.add_argument("--render-only", action="store_true", help="rewrite the report from the last run's .bench/results.json")
-    parser.add_argument("--cores", type=int, default=2,
-                        help="the pipeline's CPU budget (the targets' 2-core machine); CPUs beyond it run the local stack and the bench")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved repetitions of the 400-file rows (median reported)"
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the report from the last run's .bench/results.json"
+    )
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=2,
+        help="the pipeline's CPU budget (the targets' 2-core machine); CPUs beyond it run the local stack and the bench",
+    )
     args = parser.parse_args()
     if not (CORPUS / "MANIFEST.csv").exists():
         sys.exit(f"corpus not found at {CORPUS}")
@@ -329,7 +363,9 @@ def main() -> int:
     if args.render_only:
         saved_at = WORK / "results.json"
         res = json.loads(saved_at.read_text())
-        res.setdefault("date", time.strftime("%Y-%m-%d", time.gmtime(saved_at.stat().st_mtime)))  # the run's, not today's
+        res.setdefault(
+            "date", time.strftime("%Y-%m-%d", time.gmtime(saved_at.stat().st_mtime))
+        )  # the run's, not today's
         args.rounds = len(res["codec-rate100"].get("all_seconds", [1]))
         saved = res.get("cores") or {"pipeline": sorted(os.sched_getaffinity(0)), "helpers": []}
         split = CoreSplit(frozenset(saved["pipeline"]), frozenset(saved["helpers"]))
@@ -363,22 +399,56 @@ def main() -> int:
         for r in range(args.rounds):
             # The comparison rows run with the quality floor off (minPsnrDb 0): the same work as the
             # dcmjs-codecs loop and as the runs before the floor existed; the floor's cost has rows of its own.
-            for mode, opts in (("rate100", {"compressionRate": 100, "minPsnrDb": 0}), ("lossless", {"mode": "lossless"})):
+            for mode, opts in (
+                ("rate100", {"compressionRate": 100, "minPsnrDb": 0}),
+                ("lossless", {"mode": "lossless"}),
+            ):
                 lossless = mode == "lossless"
                 log(f"round {r + 1}/{args.rounds} ({mode}): dcmjs-codecs, pipeline {allw} encoders, HTJ2K pipeline")
                 with near():
                     record(f"dcmjs-{mode}", run_dcmjs(s400, lossless=lossless))
-                record(f"pipe-{mode}-w{allw}", run_pipeline(stack, s400, f"{mode}-w{allw}-r{r}", workers=allw, options=opts, server_pid=pid, cores=split))
-                record(f"pipe-htj2k-{mode}", run_pipeline(stack, s400, f"htj2k-{mode}-r{r}", workers=allw, options={**opts, "codec": "htj2k"}, server_pid=pid, cores=split))
+                record(
+                    f"pipe-{mode}-w{allw}",
+                    run_pipeline(
+                        stack, s400, f"{mode}-w{allw}-r{r}", workers=allw, options=opts, server_pid=pid, cores=split
+                    ),
+                )
+                record(
+                    f"pipe-htj2k-{mode}",
+                    run_pipeline(
+                        stack,
+                        s400,
+                        f"htj2k-{mode}-r{r}",
+                        workers=allw,
+                        options={**opts, "codec": "htj2k"},
+                        server_pid=pid,
+                        cores=split,
+                    ),
+                )
                 log(f"round {r + 1}/{args.rounds} ({mode}): pipeline 1 encoder, codec alone, HTJ2K codec alone")
                 if allw != 1:
-                    record(f"pipe-{mode}-w1", run_pipeline(stack, s400, f"{mode}-w1-r{r}", workers=1, options=opts, server_pid=pid, cores=split))
+                    record(
+                        f"pipe-{mode}-w1",
+                        run_pipeline(
+                            stack, s400, f"{mode}-w1-r{r}", workers=1, options=opts, server_pid=pid, cores=split
+                        ),
+                    )
                 with near():
                     record(f"codec-{mode}", run_codec_loop(s400, lossless=lossless))
                     record(f"htj2k-codec-{mode}", run_codec_loop(s400, lossless=lossless, codec="htj2k"))
             log(f"round {r + 1}/{args.rounds}: pipeline {allw} encoders, rate 100 with the quality floor (40 dB)")
-            record(f"pipe-rate100-floor-w{allw}", run_pipeline(stack, s400, f"rate100-floor-w{allw}-r{r}", workers=allw,
-                                                                options={"compressionRate": 100}, server_pid=pid, cores=split))
+            record(
+                f"pipe-rate100-floor-w{allw}",
+                run_pipeline(
+                    stack,
+                    s400,
+                    f"rate100-floor-w{allw}-r{r}",
+                    workers=allw,
+                    options={"compressionRate": 100},
+                    server_pid=pid,
+                    cores=split,
+                ),
+            )
             log(f"round {r + 1}/{args.rounds}: the machine's own 2-process scaling")
             with near():
                 record("scaling", run_scaling(s400))
@@ -386,10 +456,32 @@ def main() -> int:
             with near():
                 record("io-floor", run_io_floor(stack, s400, server_pid=pid))
         log(f"pipeline {s800.name} rate100 workers={allw}")
-        record("pipe-nested", run_pipeline(stack, s800, "rate100", workers=allw, options={"compressionRate": 100, "minPsnrDb": 0}, server_pid=pid, cores=split))
+        record(
+            "pipe-nested",
+            run_pipeline(
+                stack,
+                s800,
+                "rate100",
+                workers=allw,
+                options={"compressionRate": 100, "minPsnrDb": 0},
+                server_pid=pid,
+                cores=split,
+            ),
+        )
         if s2g is not None:
             log(f"pipeline {s2g.name} rate100 workers={allw}")
-            record("pipe-2g", run_pipeline(stack, s2g, "rate100", workers=allw, options={"compressionRate": 100, "minPsnrDb": 0}, server_pid=pid, cores=split))
+            record(
+                "pipe-2g",
+                run_pipeline(
+                    stack,
+                    s2g,
+                    "rate100",
+                    workers=allw,
+                    options={"compressionRate": 100, "minPsnrDb": 0},
+                    server_pid=pid,
+                    cores=split,
+                ),
+            )
     res: dict[str, Any] = {key: median_run(values) for key, values in runs.items()}
     res["rounds"] = {key: [r["seconds"] for r in values] for key, values in runs.items()}
     res["runs"] = runs  # every round's record, in round order: per-round ratios of more than the time
@@ -412,13 +504,16 @@ def write_report(report: str) -> None:
 
     path = ROOT / "BENCHMARKS.md"
     old = path.read_text() if path.exists() else ""
-    kept = old[old.index(BEGIN): old.index(END) + len(END)] if BEGIN in old and END in old else ""
+    kept = old[old.index(BEGIN) : old.index(END) + len(END)] if BEGIN in old and END in old else ""
     path.write_text(report.rstrip("\n") + ("\n\n" + kept + "\n" if kept else "\n"))
 
 
-def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split: CoreSplit, args: argparse.Namespace) -> str:
+def render(
+    res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split: CoreSplit, args: argparse.Namespace
+) -> str:
     allw = len(split.pipeline)
     n400, mb400 = len(study_files(s400)), study_bytes(s400) / 1e6
+
     def secs(r: dict[str, Any]) -> str:
         spread = r.get("all_seconds") or [r["seconds"]]
         return fmt(r["seconds"]) + (f" ({min(spread):.2f}-{max(spread):.2f})" if len(spread) > 1 else "")
@@ -446,30 +541,49 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
     for mode in ("rate100", "lossless"):
         for w in sorted({1, allw}):
             r = res[f"pipe-{mode}-w{w}"]
-            lines.append(f"| pipeline, {w} encoder(s) | J2K {mode} | {secs(r)} | {fmt(r['bytes_in'] / 1e6 / r['seconds'], 1)} | {fmt(r['pixel_ratio'], 1)} | {fmt(r['peak_pss_mb'], 0)} ({fmt(r['peak_rss_mb'], 0)}) |")
+            lines.append(
+                f"| pipeline, {w} encoder(s) | J2K {mode} | {secs(r)} | {fmt(r['bytes_in'] / 1e6 / r['seconds'], 1)} | {fmt(r['pixel_ratio'], 1)} | {fmt(r['peak_pss_mb'], 0)} ({fmt(r['peak_rss_mb'], 0)}) |"
+            )
         c = res[f"codec-{mode}"]
-        lines.append(f"| codec alone, 1 process, no I/O | J2K {mode} | {secs(c)} | {fmt(c['bytes_in'] / 1e6 / c['seconds'], 1)} | | |")
+        lines.append(
+            f"| codec alone, 1 process, no I/O | J2K {mode} | {secs(c)} | {fmt(c['bytes_in'] / 1e6 / c['seconds'], 1)} | | |"
+        )
         d = res[f"dcmjs-{mode}"]
-        lines.append(f"| dcmjs-codecs (old system), Node, in memory | J2K {mode} | {secs(d)} | {fmt(d['bytes_in'] / 1e6 / d['seconds'], 1)} | {fmt(d['pixel_bytes_in'] / max(d['pixel_bytes_out'], 1), 1)} | {fmt(d['peak_rss_mb'], 0)} |")
+        lines.append(
+            f"| dcmjs-codecs (old system), Node, in memory | J2K {mode} | {secs(d)} | {fmt(d['bytes_in'] / 1e6 / d['seconds'], 1)} | {fmt(d['pixel_bytes_in'] / max(d['pixel_bytes_out'], 1), 1)} | {fmt(d['peak_rss_mb'], 0)} |"
+        )
         h = res[f"pipe-htj2k-{mode}"]
-        lines.append(f"| pipeline, {allw} encoders | HTJ2K {mode} | {secs(h)} | {fmt(h['bytes_in'] / 1e6 / h['seconds'], 1)} | {fmt(h['pixel_ratio'], 1)} | {fmt(h['peak_pss_mb'], 0)} ({fmt(h['peak_rss_mb'], 0)}) |")
+        lines.append(
+            f"| pipeline, {allw} encoders | HTJ2K {mode} | {secs(h)} | {fmt(h['bytes_in'] / 1e6 / h['seconds'], 1)} | {fmt(h['pixel_ratio'], 1)} | {fmt(h['peak_pss_mb'], 0)} ({fmt(h['peak_rss_mb'], 0)}) |"
+        )
         hc = res[f"htj2k-codec-{mode}"]
-        lines.append(f"| HTJ2K codec alone, 1 process | HTJ2K {mode} | {secs(hc)} | {fmt(hc['bytes_in'] / 1e6 / hc['seconds'], 1)} | | |")
+        lines.append(
+            f"| HTJ2K codec alone, 1 process | HTJ2K {mode} | {secs(hc)} | {fmt(hc['bytes_in'] / 1e6 / hc['seconds'], 1)} | | |"
+        )
     nest = res["pipe-nested"]
-    lines.append(f"| pipeline, {allw} encoders, `{s800.name}` ({nest['files']} files, {nest['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(nest['seconds'])} | {fmt(nest['bytes_in'] / 1e6 / nest['seconds'], 1)} | {fmt(nest['pixel_ratio'], 1)} | {fmt(nest['peak_pss_mb'], 0)} ({fmt(nest['peak_rss_mb'], 0)}) |")
+    lines.append(
+        f"| pipeline, {allw} encoders, `{s800.name}` ({nest['files']} files, {nest['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(nest['seconds'])} | {fmt(nest['bytes_in'] / 1e6 / nest['seconds'], 1)} | {fmt(nest['pixel_ratio'], 1)} | {fmt(nest['peak_pss_mb'], 0)} ({fmt(nest['peak_rss_mb'], 0)}) |"
+    )
     big = res.get("pipe-2g")
     if big:
-        lines.append(f"| pipeline, {allw} encoders, `{s2g.name}` ({big['files']} files, {big['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(big['seconds'])} | {fmt(big['bytes_in'] / 1e6 / big['seconds'], 1)} | {fmt(big['pixel_ratio'], 1)} | {fmt(big['peak_pss_mb'], 0)} ({fmt(big['peak_rss_mb'], 0)}) |")
+        lines.append(
+            f"| pipeline, {allw} encoders, `{s2g.name}` ({big['files']} files, {big['bytes_in'] / 1e6:.0f} MB) | J2K rate100 | {fmt(big['seconds'])} | {fmt(big['bytes_in'] / 1e6 / big['seconds'], 1)} | {fmt(big['pixel_ratio'], 1)} | {fmt(big['peak_pss_mb'], 0)} ({fmt(big['peak_rss_mb'], 0)}) |"
+        )
 
     floor = res["io-floor"]
-    lines.append(f"| I/O floor: list, read all, store 1%, upload (no image work) | - | {secs(floor)} | {fmt(mb400 / floor['seconds'], 1)} | | |")
+    lines.append(
+        f"| I/O floor: list, read all, store 1%, upload (no image work) | - | {secs(floor)} | {fmt(mb400 / floor['seconds'], 1)} | | |"
+    )
 
     wa = res[f"pipe-rate100-w{allw}"]
+
     def rounds_of(r: Ratio) -> str:
         return "one measurement" if r.single else r.listed()
+
     def records(key: str) -> list[dict[str, Any]]:
         """Every round's record of row ``key`` when the results keep them, else its median round's."""
         return res.get("runs", {}).get(key) or [res[key]]
+
     def how(r: Ratio) -> str:
         return "one measurement" if r.single else f"median of the per-round ratios: {r.listed()}"
 
@@ -480,19 +594,37 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         (f"pipeline {allw} encoders / 1 encoder, rate 100", "pipe-rate100-w1", f"pipe-rate100-w{allw}", 1.6),
         (f"pipeline {allw} encoders / 1 encoder, lossless", "pipe-lossless-w1", f"pipe-lossless-w{allw}", 1.6),
         (f"pipeline {allw} encoders / dcmjs-codecs loop, J2K rate 100", "dcmjs-rate100", f"pipe-rate100-w{allw}", 1.5),
-        (f"pipeline {allw} encoders / dcmjs-codecs loop, J2K lossless", "dcmjs-lossless", f"pipe-lossless-w{allw}", None),
+        (
+            f"pipeline {allw} encoders / dcmjs-codecs loop, J2K lossless",
+            "dcmjs-lossless",
+            f"pipe-lossless-w{allw}",
+            None,
+        ),
         ("HTJ2K pipeline / dcmjs-codecs loop, rate 100", "dcmjs-rate100", "pipe-htj2k-rate100", 5.0),
         ("HTJ2K pipeline / dcmjs-codecs loop, lossless", "dcmjs-lossless", "pipe-htj2k-lossless", 5.0),
     ]
     # (label, ratio, the comparison, the target)
     targets: list[tuple[str, Ratio, str, float | None]] = [
-        (label, paired(res, ref, key), ">=", target) for label, ref, key, target in speed_targets]
+        (label, paired(res, ref, key), ">=", target) for label, ref, key, target in speed_targets
+    ]
     if big:  # the 2 GB study ran once: against every round of the 200 MB one when the results keep them
-        targets.append(("peak memory 2 GB study / 200 MB study (PSS; the 2 GB study ran once)",
-                        median_of_ratios([big["peak_pss_mb"]], per_round(res, f"pipe-rate100-w{allw}", "peak_pss_mb")), "<=", 1.2))
-    lines += ["", "## Ratios against the targets (issue 5)", "",
-              "Median of the per-round ratios (each round's pair ran back to back); every round's ratio in the last column.", "",
-              "| ratio | measured | target | | rounds |", "|---|---:|---:|---|---|"]
+        targets.append(
+            (
+                "peak memory 2 GB study / 200 MB study (PSS; the 2 GB study ran once)",
+                median_of_ratios([big["peak_pss_mb"]], per_round(res, f"pipe-rate100-w{allw}", "peak_pss_mb")),
+                "<=",
+                1.2,
+            )
+        )
+    lines += [
+        "",
+        "## Ratios against the targets (issue 5)",
+        "",
+        "Median of the per-round ratios (each round's pair ran back to back); every round's ratio in the last column.",
+        "",
+        "| ratio | measured | target | | rounds |",
+        "|---|---:|---:|---|---|",
+    ]
     for label, ratio, sense, target in targets:
         if target is None:  # shown for completeness: the issue sets this target for rate 100 only
             lines.append(f"| {label} | {ratio.value:.2f} | none | | {rounds_of(ratio)} |")
@@ -500,24 +632,41 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         tgt = f"{sense} {target:.2f}"
         ok = ratio.value >= target if sense == ">=" else ratio.value <= target
         digits = 3 if f"{ratio.value:.2f}" == f"{target:.2f}" else 2  # 1.598 is not 1.60: show why it is not met
-        lines.append(f"| {label} | {ratio.value:.{digits}f} | {tgt} | {'met' if ok else 'NOT met'} | {rounds_of(ratio)} |")
+        lines.append(
+            f"| {label} | {ratio.value:.{digits}f} | {tgt} | {'met' if ok else 'NOT met'} | {rounds_of(ratio)} |"
+        )
     if big:
-        lines.append(f"| peak memory on the 2 GB study, all worker processes (PSS) | {big['peak_pss_mb']:.0f} MB | < 300 MB | {'met' if big['peak_pss_mb'] < 300 else 'NOT met'} | one measurement |")
+        lines.append(
+            f"| peak memory on the 2 GB study, all worker processes (PSS) | {big['peak_pss_mb']:.0f} MB | < 300 MB | {'met' if big['peak_pss_mb'] < 300 else 'NOT met'} | one measurement |"
+        )
     if "scaling" in res:
         one, two = per_round(res, "scaling", "one_process_s"), per_round(res, "scaling", "two_processes_s")
         if len(one) != len(per_round(res, "scaling")):  # results that keep each round's ratio only (its "seconds")
             one, two = per_round(res, "scaling"), [1.0]
         sc = median_of_ratios(one, two)
-        lines += ["", (f"This machine's own 2-process scaling (the codec alone on 120 files, 1 process vs 2): {sc.value:.2f} "
-                       f"({how(sc)}): the ceiling of any 2-encoder / 1-encoder ratio here.")]
+        lines += [
+            "",
+            (
+                f"This machine's own 2-process scaling (the codec alone on 120 files, 1 process vs 2): {sc.value:.2f} "
+                f"({how(sc)}): the ceiling of any 2-encoder / 1-encoder ratio here."
+            ),
+        ]
 
-    lines += ["", "## HTJ2K against JPEG 2000", "",
-              "J2K seconds / HTJ2K seconds: how many times faster HTJ2K is, the pair run back to back in each round.", "",
-              "| ratio | measured | rounds |", "|---|---:|---|"]
-    for label, j2k, ht in (("codec alone, 1 process, rate 100", "codec-rate100", "htj2k-codec-rate100"),
-                           ("codec alone, 1 process, lossless", "codec-lossless", "htj2k-codec-lossless"),
-                           (f"pipeline {allw} encoders, rate 100", f"pipe-rate100-w{allw}", "pipe-htj2k-rate100"),
-                           (f"pipeline {allw} encoders, lossless", f"pipe-lossless-w{allw}", "pipe-htj2k-lossless")):
+    lines += [
+        "",
+        "## HTJ2K against JPEG 2000",
+        "",
+        "J2K seconds / HTJ2K seconds: how many times faster HTJ2K is, the pair run back to back in each round.",
+        "",
+        "| ratio | measured | rounds |",
+        "|---|---:|---|",
+    ]
+    for label, j2k, ht in (
+        ("codec alone, 1 process, rate 100", "codec-rate100", "htj2k-codec-rate100"),
+        ("codec alone, 1 process, lossless", "codec-lossless", "htj2k-codec-lossless"),
+        (f"pipeline {allw} encoders, rate 100", f"pipe-rate100-w{allw}", "pipe-htj2k-rate100"),
+        (f"pipeline {allw} encoders, lossless", f"pipe-lossless-w{allw}", "pipe-htj2k-lossless"),
+    ):
         ratio = paired(res, j2k, ht)
         lines.append(f"| {label} | {ratio.value:.2f} | {rounds_of(ratio)} |")
 
@@ -525,23 +674,48 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
     if fl:
         off = res[f"pipe-rate100-w{allw}"]
         cost = paired(res, f"pipe-rate100-floor-w{allw}", f"pipe-rate100-w{allw}")
-        size = median_of_ratios(per_round(res, f"pipe-rate100-floor-w{allw}", "bytes_out"), per_round(res, f"pipe-rate100-w{allw}", "bytes_out"))
-        zip_rounds = ("one measurement: the median rounds' ZIPs, the results keep no other round's" if size.single
-                      else f"median of the per-round ratios: {size.listed()}")
-        lines += ["", f"## The quality floor's cost (issue 13): `{s400.name}`, J2K rate 100, {allw} encoders", "",
-                  "The floor (40 dB range-PSNR, the default) against the same run with `minPsnrDb: 0`.", "",
-                  "| run | seconds | ZIP bytes | images the floor re-encoded | lowest range-PSNR dB |", "|---|---:|---:|---:|---:|",
-                  f"| floor off | {secs(off)} | {off['bytes_out']:,} | - | {off.get('min_range_psnr')} |",
-                  f"| floor 40 dB | {secs(fl)} | {fl['bytes_out']:,} | {fl.get('floor_interventions')} | {fl.get('min_range_psnr')} |",
-                  "", (f"Time with the floor / without: {cost.value:.2f} ({how(cost)}); "
-                       f"ZIP size with / without: {size.value:.2f} ({zip_rounds}).")]
+        size = median_of_ratios(
+            per_round(res, f"pipe-rate100-floor-w{allw}", "bytes_out"),
+            per_round(res, f"pipe-rate100-w{allw}", "bytes_out"),
+        )
+        zip_rounds = (
+            "one measurement: the median rounds' ZIPs, the results keep no other round's"
+            if size.single
+            else f"median of the per-round ratios: {size.listed()}"
+        )
+        lines += [
+            "",
+            f"## The quality floor's cost (issue 13): `{s400.name}`, J2K rate 100, {allw} encoders",
+            "",
+            "The floor (40 dB range-PSNR, the default) against the same run with `minPsnrDb: 0`.",
+            "",
+            "| run | seconds | ZIP bytes | images the floor re-encoded | lowest range-PSNR dB |",
+            "|---|---:|---:|---:|---:|",
+            f"| floor off | {secs(off)} | {off['bytes_out']:,} | - | {off.get('min_range_psnr')} |",
+            f"| floor 40 dB | {secs(fl)} | {fl['bytes_out']:,} | {fl.get('floor_interventions')} | {fl.get('min_range_psnr')} |",
+            "",
+            (
+                f"Time with the floor / without: {cost.value:.2f} ({how(cost)}); "
+                f"ZIP size with / without: {size.value:.2f} ({zip_rounds})."
+            ),
+        ]
 
-    lines += ["", "## Memory at the peak (all worker processes, PSS)", "",
-              "| run | files | peak MB | main process MB | encoder processes MB | peak reached at s | run s |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, r in ((f"{s400.name}, J2K rate 100, {allw} encoders (median round)", wa), (s800.name, nest), (s2g.name if s2g else "", big)):
+    lines += [
+        "",
+        "## Memory at the peak (all worker processes, PSS)",
+        "",
+        "| run | files | peak MB | main process MB | encoder processes MB | peak reached at s | run s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, r in (
+        (f"{s400.name}, J2K rate 100, {allw} encoders (median round)", wa),
+        (s800.name, nest),
+        (s2g.name if s2g else "", big),
+    ):
         if r and "peak_main_mb" in r:
-            lines.append(f"| {label} | {r['files']} | {r['peak_pss_mb']:.0f} | {r['peak_main_mb']:.0f} | {r['peak_encoders_mb']:.0f} | {r['peak_at_s']:.1f} | {r['seconds']:.1f} |")
+            lines.append(
+                f"| {label} | {r['files']} | {r['peak_pss_mb']:.0f} | {r['peak_main_mb']:.0f} | {r['peak_encoders_mb']:.0f} | {r['peak_at_s']:.1f} | {r['seconds']:.1f} |"
+            )
 
     # The best any pipeline could do here: the CPU seconds that cannot be avoided (moving the
     # bytes, through the local S3 server when it shares the cores, and the codec's own work incl.
@@ -555,20 +729,31 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         "S3 here is a moto server on the same machine, so every GET costs CPU twice (client and server), which",
         "Lambda would not pay for the server side (the server is moto's own, started without its per-request",
         "package-folder listing and access log: `devstack/moto_server.py`). "
-        + ("It and the bench itself (its memory sampler and its wait for the outcome event: the measuring column) share"
-           if shared else "It and the bench itself (the measuring column) ran on other CPUs than"),
+        + (
+            "It and the bench itself (its memory sampler and its wait for the outcome event: the measuring column) share"
+            if shared
+            else "It and the bench itself (the measuring column) ran on other CPUs than"
+        ),
         f"the pipeline's cores. CPU seconds, measured from /proc; cores busy: of the pipeline's {allw}:",
         "",
         "| run | seconds | worker processes CPU s | S3/SQS server CPU s | measuring (this bench) CPU s | cores busy |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key, label in ((f"pipe-rate100-w{allw}", "J2K rate 100"), ("pipe-htj2k-rate100", "HTJ2K rate 100"),
-                       (f"pipe-lossless-w{allw}", "J2K lossless"), ("pipe-htj2k-lossless", "HTJ2K lossless")):
+    for key, label in (
+        (f"pipe-rate100-w{allw}", "J2K rate 100"),
+        ("pipe-htj2k-rate100", "HTJ2K rate 100"),
+        (f"pipe-lossless-w{allw}", "J2K lossless"),
+        ("pipe-htj2k-lossless", "HTJ2K lossless"),
+    ):
         r = res[key]
         busy = (r["worker_cpu_s"] + (r["server_cpu_s"] if shared else 0.0)) / r["seconds"]
         own = fmt(r["bench_cpu_s"]) if "bench_cpu_s" in r else "-"
-        lines.append(f"| pipeline, {label} | {fmt(r['seconds'])} | {fmt(r['worker_cpu_s'])} | {fmt(r['server_cpu_s'])} | {own} | {busy:.2f} of {allw} |")
-    lines.append(f"| I/O floor (no image work) | {fmt(floor['seconds'])} | {fmt(floor['client_cpu_s'])} (client) | {fmt(floor['server_cpu_s'])} | - | {floor_cpu / floor['seconds']:.2f} of {allw} |")
+        lines.append(
+            f"| pipeline, {label} | {fmt(r['seconds'])} | {fmt(r['worker_cpu_s'])} | {fmt(r['server_cpu_s'])} | {own} | {busy:.2f} of {allw} |"
+        )
+    lines.append(
+        f"| I/O floor (no image work) | {fmt(floor['seconds'])} | {fmt(floor['client_cpu_s'])} (client) | {fmt(floor['server_cpu_s'])} | - | {floor_cpu / floor['seconds']:.2f} of {allw} |"
+    )
     lines += [
         "",
         f"Ceiling if the pipeline's own work were only moving the bytes and the codec: (I/O floor CPU on these cores {floor_cpu:.2f} s",
@@ -580,25 +765,47 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
     # Per round: that round's I/O floor CPU + codec alone, against that round's dcmjs loop.
     floor_rounds = [r["client_cpu_s"] + (r["server_cpu_s"] if shared else 0.0) for r in records("io-floor")]
     for mode in ("rate100", "lossless"):
-        for codec_key, pipe_key, label in ((f"codec-{mode}", f"pipe-{mode}-w{allw}", "J2K"), (f"htj2k-codec-{mode}", f"pipe-htj2k-{mode}", "HTJ2K")):
+        for codec_key, pipe_key, label in (
+            (f"codec-{mode}", f"pipe-{mode}-w{allw}", "J2K"),
+            (f"htj2k-codec-{mode}", f"pipe-htj2k-{mode}", "HTJ2K"),
+        ):
             best = (floor_cpu + res[codec_key]["seconds"]) / allw
             codec_rounds = per_round(res, codec_key)
             fl_cpu = floor_rounds if len(floor_rounds) == len(codec_rounds) else [floor_cpu] * len(codec_rounds)
-            ceiling = median_of_ratios(per_round(res, f"dcmjs-{mode}"), [(f + c) / allw for f, c in zip(fl_cpu, codec_rounds, strict=True)])
-            lines.append(f"| {label} {mode} | {fmt(res[codec_key]['seconds'])} | {fmt(best)} | {ceiling.value:.2f} | {paired(res, f'dcmjs-{mode}', pipe_key).value:.2f} |")
-    lines += ["", "Seconds: the median rounds. Ratios: the median of the per-round ratios, each round's dcmjs loop against that round's "
-              "codec alone plus " + ("that round's I/O floor CPU." if len(floor_rounds) > 1 else
-                                     "the I/O floor's CPU of its median round (the results keep no other round's).")]
+            ceiling = median_of_ratios(
+                per_round(res, f"dcmjs-{mode}"), [(f + c) / allw for f, c in zip(fl_cpu, codec_rounds, strict=True)]
+            )
+            lines.append(
+                f"| {label} {mode} | {fmt(res[codec_key]['seconds'])} | {fmt(best)} | {ceiling.value:.2f} | {paired(res, f'dcmjs-{mode}', pipe_key).value:.2f} |"
+            )
+    lines += [
+        "",
+        "Seconds: the median rounds. Ratios: the median of the per-round ratios, each round's dcmjs loop against that round's "
+        "codec alone plus "
+        + (
+            "that round's I/O floor CPU."
+            if len(floor_rounds) > 1
+            else "the I/O floor's CPU of its median round (the results keep no other round's)."
+        ),
+    ]
 
     lines += [
         "",
         f"## What each {allw}-encoder run's own CPU allows",
         "",
         f"A run cannot beat its CPU seconds / {allw} cores. Left: with all the CPU that ran on the pipeline's cores"
-        + (" (the local S3 server and the bench included: they shared them)." if shared else " (the helpers ran elsewhere)."),
+        + (
+            " (the local S3 server and the bench included: they shared them)."
+            if shared
+            else " (the helpers ran elsewhere)."
+        ),
         "Right: the pipeline's processes only, as on Lambda, where S3 runs elsewhere and nothing measures.",
         "Measured: the median of the per-round ratios (as above); ceilings: likewise, each round's reference time against "
-        + ("that round's run's CPU." if "runs" in res else "the CPU of the run's median round (the results keep no other round's CPU)."),
+        + (
+            "that round's run's CPU."
+            if "runs" in res
+            else "the CPU of the run's median round (the results keep no other round's CPU)."
+        ),
         f"Cores: {split.describe()}.",
         "",
         "| ratio | measured | target | ceiling at the run's CPU | ceiling without S3 server and bench |",
@@ -611,7 +818,9 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         t_ref, runs = per_round(res, ref), records(key)
         at_cpu = median_of_ratios(t_ref, [best_seconds(r, allw, helpers=shared) for r in runs])
         alone = median_of_ratios(t_ref, [best_seconds(r, allw, helpers=False) for r in runs])
-        lines.append(f"| {label} | {paired(res, ref, key).value:.2f} | >= {target:.2f} | {at_cpu.value:.2f} | {alone.value:.2f} |")
+        lines.append(
+            f"| {label} | {paired(res, ref, key).value:.2f} | >= {target:.2f} | {at_cpu.value:.2f} | {alone.value:.2f} |"
+        )
 
     t1, s2 = lambda_inputs(res, allw, n400)
     model = lambda_model(t1, s2.value)
@@ -631,7 +840,9 @@ def render(res: dict[str, Any], s400: Path, s800: Path, s2g: Path | None, split:
         "|---:|---:|---:|---:|---:|",
     ]
     for r in model:
-        lines.append(f"| {r['memory_mb']:,} | {r['vcpu']} | {r['workers']} | {r['seconds']:.1f} | {r['cost_per_1000']:.3f} |")
+        lines.append(
+            f"| {r['memory_mb']:,} | {r['vcpu']} | {r['workers']} | {r['seconds']:.1f} | {r['cost_per_1000']:.3f} |"
+        )
     lines += [
         "",
         f"- Cheapest: {cheapest['memory_mb']:,} MB, about {cheapest['seconds']:.1f} s, ${cheapest['cost_per_1000']:.3f} per 1,000 studies.",

@@ -26,10 +26,14 @@ class CoreSplit:
 
     def describe(self) -> str:
         if self.pinned:
-            return (f"the pipeline and the loops it is compared with ran on CPUs {_span(self.pipeline)}; "
-                    f"the local stack's S3 server and the bench on CPUs {_span(self.helpers)}")
-        return (f"not pinned: this machine lets the bench use {len(self.pipeline)} CPU(s), no more than the "
-                "pipeline's budget, so the local stack's S3 server and the bench share them with the pipeline")
+            return (
+                f"the pipeline and the loops it is compared with ran on CPUs {_span(self.pipeline)}; "
+                f"the local stack's S3 server and the bench on CPUs {_span(self.helpers)}"
+            )
+        return (
+            f"not pinned: this machine lets the bench use {len(self.pipeline)} CPU(s), no more than the "
+            "pipeline's budget, so the local stack's S3 server and the bench share them with the pipeline"
+        )
 
 
 def split_cores(available: Iterable[int], budget: int) -> CoreSplit:

@@ -45,9 +45,25 @@ def run_cli(code: Path, study: Path, *, workers: int, options: list[str]) -> dic
         out = Path(tmp) / "out.zip"
         env = {**os.environ, "PYTHONPATH": str(code)}
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "compress", str(study), "-o", str(out),
-                                 "--workers", str(workers), *options], cwd=code, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "compress",
+                str(study),
+                "-o",
+                str(out),
+                "--workers",
+                str(workers),
+                *options,
+            ],
+            cwd=code,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         with TreeMemorySampler(proc.pid) as mem:
             _, err = proc.communicate()
         seconds = time.perf_counter() - t0
@@ -124,15 +140,24 @@ def run_stack(study: Path, *, workers: int, options: dict[str, Any]) -> dict[str
     with RunningStack() as stack:
         prefix = f"incoming/bench-large/{study.name}/"
         listed = submit_study(study, f"s3://{stack.bucket}/{prefix}", marker="none")["listed"]
-        env = {**os.environ, **stack.env(), "WORKERS": str(workers), "LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-        worker = subprocess.Popen([sys.executable, "-m", "devstack", "poll", stack.queue_url], env=env, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            **stack.env(),
+            "WORKERS": str(workers),
+            "LOG_LEVEL": "WARNING",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "poll", stack.queue_url], env=env, cwd=ROOT, stdout=subprocess.DEVNULL
+        )
         record_key = f"compressed/bench-large/{study.name}.result.json"
         try:
             with TreeMemorySampler(worker.pid) as mem:
                 t0 = time.perf_counter()
                 manifest = {**options, "files": listed}
-                client("s3").put_object(Bucket=stack.bucket, Key=prefix + "manifest.json", Body=json.dumps(manifest).encode())
+                client("s3").put_object(
+                    Bucket=stack.bucket, Key=prefix + "manifest.json", Body=json.dumps(manifest).encode()
+                )
                 await_outcome(stack, record_key, timeout=3600)
                 seconds = time.perf_counter() - t0
         finally:
@@ -163,7 +188,7 @@ def write_section(section: str) -> None:
     bench_md = ROOT / "BENCHMARKS.md"
     text = bench_md.read_text() if bench_md.exists() else ""
     if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     bench_md.write_text(text)
@@ -184,8 +209,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small objects, for trying the bench itself")
     parser.add_argument("--before", metavar="REV", help="also run the CLI rows with the pipeline of git revision REV")
     parser.add_argument("--skip-stack", action="store_true", help="leave out the local-stack (S3) row")
-    parser.add_argument("--render-only", action="store_true",
-                        help="rewrite the large-object section of BENCHMARKS.md from the last run's .bench/results-large.json")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the large-object section of BENCHMARKS.md from the last run's .bench/results-large.json",
+    )
     args = parser.parse_args()
     if args.render_only:
         saved = json.loads((WORK / ("results-large-quick.json" if args.quick else "results-large.json")).read_text())
@@ -210,7 +238,9 @@ def main() -> int:
             res["rows"][f"{label}: {key}"] = run_cli(code, objs[obj], workers=workers, options=options)
     if not args.skip_stack:
         log("after: one-2000 rate100 w2 through the local stack (S3 ranged GETs in, multipart out)")
-        res["rows"]["after: one-2000 rate100 w2, local stack"] = run_stack(objs["one-2000"], workers=2, options={"compressionRate": 100})
+        res["rows"]["after: one-2000 rate100 w2, local stack"] = run_stack(
+            objs["one-2000"], workers=2, options={"compressionRate": 100}
+        )
     (WORK / ("results-large-quick.json" if args.quick else "results-large.json")).write_text(json.dumps(res, indent=2))
     section = render(res, objs)
     print(section)
@@ -222,22 +252,37 @@ def main() -> int:
 def render(res: dict[str, Any], objs: dict[str, Path]) -> str:
     rows = res["rows"]
     sizes = {k: sum(p.stat().st_size for p in v.iterdir()) for k, v in objs.items() if v.is_dir()}
-    lines = [BEGIN, "## Large objects (`python -m bench.large`, part of `make bench`)", "",
-             "Objects built from real 512x512 CT frames (Multi-frame Grayscale Word SC, Explicit VR LE; the bomb is "
-             "Deflated Explicit VR LE whose zero frames inflate to the same size). Peak = RSS summed over the whole "
-             f"process tree (CLI or worker, and its encoders), sampled every 50 ms. Target: at most {TARGET_MB} MB. "
-             "Each row ran once: every figure below is one measurement.", "",
-             "| run | input | seconds | peak RSS MB | result | pixel ratio | GDCM bit-exact |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        BEGIN,
+        "## Large objects (`python -m bench.large`, part of `make bench`)",
+        "",
+        "Objects built from real 512x512 CT frames (Multi-frame Grayscale Word SC, Explicit VR LE; the bomb is "
+        "Deflated Explicit VR LE whose zero frames inflate to the same size). Peak = RSS summed over the whole "
+        f"process tree (CLI or worker, and its encoders), sampled every 50 ms. Target: at most {TARGET_MB} MB. "
+        "Each row ran once: every figure below is one measurement.",
+        "",
+        "| run | input | seconds | peak RSS MB | result | pixel ratio | GDCM bit-exact |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, r in rows.items():
         obj = key.split(": ", 1)[1].split(" ")[0]
-        lines.append(f"| {key} | {sizes.get(obj, 0) / 1e6:,.0f} MB | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['status']}: {'; '.join(r['actions'])[:90]} | {r['pixel_ratio']} | {r.get('independent_bit_exact', '-')} |")
+        lines.append(
+            f"| {key} | {sizes.get(obj, 0) / 1e6:,.0f} MB | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['status']}: {'; '.join(r['actions'])[:90]} | {r['pixel_ratio']} | {r.get('independent_bit_exact', '-')} |"
+        )
     for label in ("before", "after"):
         w1, w2 = rows.get(f"{label}: one-400 rate100 w1"), rows.get(f"{label}: one-400 rate100 w2")
         if w1 and w2:  # each row ran once: the report's statistic over one round
             speedup = median_of_ratios([w1["seconds"]], [w2["seconds"]])
-            how = "one measurement: each row ran once" if speedup.single else f"median of the per-round ratios: {speedup.listed()}"
-            lines += ["", f"{label}: one 400-frame object, 2 encoders / 1 encoder = {speedup.value:.2f} (target 1.6; {how})"]
+            how = (
+                "one measurement: each row ran once"
+                if speedup.single
+                else f"median of the per-round ratios: {speedup.listed()}"
+            )
+            lines += [
+                "",
+                f"{label}: one 400-frame object, 2 encoders / 1 encoder = {speedup.value:.2f} (target 1.6; {how})",
+            ]
     over = [k for k, r in rows.items() if k.startswith("after") and r["peak_rss_mb"] > TARGET_MB]
     lines += ["", f"after: every row within {TARGET_MB} MB: {'yes' if not over else 'NO: ' + ', '.join(over)}", END]
     return "\n".join(lines)

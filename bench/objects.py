@@ -35,8 +35,18 @@ def _header(corpus: Path, name: str, frames: int, transfer_syntax: str) -> tuple
     ds.Modality = "OT"
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.ConversionType = "WSD"
-    for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-                    "RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+    for keyword in (
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "RescaleIntercept",
+        "RescaleSlope",
+        "WindowCenter",
+        "WindowWidth",
+    ):
         if keyword in first:
             setattr(ds, keyword, getattr(first, keyword))
     ds.SamplesPerPixel = 1

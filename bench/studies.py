@@ -15,7 +15,9 @@ from pydicom.uid import generate_uid
 
 def corpus_slices(corpus: Path) -> list[Path]:
     ge = sorted((corpus / "ct-series/ge-hispeed-head-tilt").glob("*.dcm"))
-    philips = sorted(p for p in (corpus / "ct-series/philips-ingenuity-phantom-study/S21610/S2010").iterdir() if p.name != "DIRFILE")
+    philips = sorted(
+        p for p in (corpus / "ct-series/philips-ingenuity-phantom-study/S21610/S2010").iterdir() if p.name != "DIRFILE"
+    )
     return ge + philips
 
 

@@ -26,8 +26,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  AWS_ENDPOINT_URL={stack.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \\")
         print(f"    python -m devstack submit ./my-study s3://{stack.bucket}/incoming/clinic-1/my-study/")
         # The AWS CLI skips /dev/null as a source ("character special device"): an empty marker is a put-object.
-        print(f"  (or: aws --endpoint-url {stack.endpoint} s3 cp --recursive ./my-study s3://{stack.bucket}/incoming/clinic-1/my-study/ "
-              f"&& aws --endpoint-url {stack.endpoint} s3api put-object --bucket {stack.bucket} --key incoming/clinic-1/my-study/_READY)")
+        print(
+            f"  (or: aws --endpoint-url {stack.endpoint} s3 cp --recursive ./my-study s3://{stack.bucket}/incoming/clinic-1/my-study/ "
+            f"&& aws --endpoint-url {stack.endpoint} s3api put-object --bucket {stack.bucket} --key incoming/clinic-1/my-study/_READY)"
+        )
         print("Ctrl-C (or SIGTERM) stops it.", flush=True)
         poller = Poller(stack.queue_url).start()
         # SIGTERM (systemd, docker stop, supervisors) must stop the stack as Ctrl-C does: otherwise
@@ -89,8 +91,14 @@ def cmd_presign(args: argparse.Namespace) -> int:
     from devstack.presign import PresignError, presign_study
 
     try:
-        made = presign_study(args.url, args.local_dir, clinic=args.clinic, expires=args.expires,
-                             out_dir=args.out, options=_manifest_options(args))
+        made = presign_study(
+            args.url,
+            args.local_dir,
+            clinic=args.clinic,
+            expires=args.expires,
+            out_dir=args.out,
+            options=_manifest_options(args),
+        )
     except PresignError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
@@ -141,12 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_manifest_arguments(p)
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("presign", help="presigned PUT URLs for every file of a study, then its manifest.json (for clinics without AWS credentials)")
+    p = sub.add_parser(
+        "presign",
+        help="presigned PUT URLs for every file of a study, then its manifest.json (for clinics without AWS credentials)",
+    )
     p.add_argument("url", help="s3://BUCKET/incoming/<clinic>/<study>/")
     p.add_argument("local_dir", help="the study folder (read for each file's size and sha256)")
-    p.add_argument("--clinic", required=True, help="the clinic the URLs are for: the first folder below the source prefix")
-    p.add_argument("--expires", type=int, default=3600, help="seconds the URLs stay valid (1 to 604800, S3's maximum; default 3600)")
-    p.add_argument("-o", "--out", default="presigned", help="folder for urls.tsv and manifest.json (default: ./presigned)")
+    p.add_argument(
+        "--clinic", required=True, help="the clinic the URLs are for: the first folder below the source prefix"
+    )
+    p.add_argument(
+        "--expires",
+        type=int,
+        default=3600,
+        help="seconds the URLs stay valid (1 to 604800, S3's maximum; default 3600)",
+    )
+    p.add_argument(
+        "-o", "--out", default="presigned", help="folder for urls.tsv and manifest.json (default: ./presigned)"
+    )
     _add_manifest_arguments(p)
     p.set_defaults(func=cmd_presign)
 
@@ -154,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url", help="s3://BUCKET/incoming/<study>/")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("poll", help="run only the SQS poller (the Lambda service\'s part) against a running stack (env: AWS_ENDPOINT_URL, DATA_BUCKET, ...)")
+    p = sub.add_parser(
+        "poll",
+        help="run only the SQS poller (the Lambda service's part) against a running stack (env: AWS_ENDPOINT_URL, DATA_BUCKET, ...)",
+    )
     p.add_argument("queue_url")
     p.set_defaults(func=cmd_poll)
 

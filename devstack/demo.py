@@ -49,8 +49,12 @@ def run_demo(port: int | None = None) -> int:
         worker = Poller(stack.queue_url).start()
         try:
             url = f"s3://{stack.bucket}/{STUDY_URL_PATH}"
-            print(f"== submitting {FIXTURE.relative_to(FIXTURE.parents[2])} to {url} (files first, manifest.json last) ==")
-            submitted = submit_study(FIXTURE, url, options={"compressionRate": 100, "metadata": {"clinic": "clinic-7", "order": "demo-1"}})
+            print(
+                f"== submitting {FIXTURE.relative_to(FIXTURE.parents[2])} to {url} (files first, manifest.json last) =="
+            )
+            submitted = submit_study(
+                FIXTURE, url, options={"compressionRate": 100, "metadata": {"clinic": "clinic-7", "order": "demo-1"}}
+            )
             print(f"uploaded {submitted['files']} files, then {submitted['marker']}")
             record_key = f"compressed/{STUDY_URL_PATH.removeprefix('incoming/').rstrip('/')}.result.json"
             record = wait_for_record(stack.bucket, record_key)

@@ -75,7 +75,9 @@ def poll_once(
     for m in messages:
         if m["MessageId"] in failed:
             # Back on the queue soon; after maxReceiveCount receives SQS moves it to the DLQ.
-            sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=retry_delay)
+            sqs.change_message_visibility(
+                QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=retry_delay
+            )
         else:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
     return len(messages)

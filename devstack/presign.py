@@ -54,7 +54,7 @@ class PresignedStudy:
             f"  urls:     {self.urls} (manifest last; anyone holding it can upload to those keys until they expire)",
             f"  manifest: {self.manifest}",
             f"  valid until {self.expires_at:%Y-%m-%d %H:%M:%S} UTC",
-            "upload with the curl loop in README \"Security\", from this folder",
+            'upload with the curl loop in README "Security", from this folder',
         ]
         if self.temporary_credentials:
             lines.append("  note: signed with temporary credentials; the URLs stop working when those expire")
@@ -69,14 +69,18 @@ def check_expires(expires: int) -> None:
 def check_destination(prefix: str, clinic: str, source_prefix: str) -> None:
     """``prefix`` must be a study folder inside ``<source_prefix><clinic>/``."""
     if not _CLINIC_ID.match(clinic) or clinic in (".", ".."):
-        raise PresignError("--clinic must be a non-empty tag value without '/' (letters, digits, spaces, _ . : = + - @)")
+        raise PresignError(
+            "--clinic must be a non-empty tag value without '/' (letters, digits, spaces, _ . : = + - @)"
+        )
     if not prefix.startswith(source_prefix):
         raise PresignError(f"the destination must be under the source prefix {source_prefix!r}")
-    parts = prefix[len(source_prefix):].rstrip("/").split("/")
+    parts = prefix[len(source_prefix) :].rstrip("/").split("/")
     if parts[0] != clinic:
         raise PresignError(f"the destination is outside the folder of clinic {clinic!r} ({source_prefix}{clinic}/)")
     if len(parts) < 2:
-        raise PresignError(f"the destination must be a study folder inside {source_prefix}{clinic}/, not the clinic's folder")
+        raise PresignError(
+            f"the destination must be a study folder inside {source_prefix}{clinic}/, not the clinic's folder"
+        )
     if any(p in ("", ".", "..") for p in parts):
         raise PresignError("the destination has an empty, '.' or '..' folder (URL clients rewrite those)")
 

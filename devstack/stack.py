@@ -59,17 +59,27 @@ def _clients(endpoint: str) -> tuple[Any, Any, Any]:
 def create_resources(endpoint: str, *, visibility_timeout: int = 30, max_receives: int = 3) -> LocalStack:
     """The stack's resources on the moto server at ``endpoint`` (see :func:`provision`)."""
     s3, sqs, events = _clients(endpoint)
-    stack = provision(s3, sqs, events, prefix=f"dicom-compression-{STAGE}", visibility_timeout=visibility_timeout,
-                      max_receives=max_receives)
+    stack = provision(
+        s3,
+        sqs,
+        events,
+        prefix=f"dicom-compression-{STAGE}",
+        visibility_timeout=visibility_timeout,
+        max_receives=max_receives,
+    )
     return dataclasses.replace(stack, endpoint=endpoint)
 
 
-def provision(s3: Any, sqs: Any, events: Any, *, prefix: str, visibility_timeout: int = 30, max_receives: int = 3) -> LocalStack:
+def provision(
+    s3: Any, sqs: Any, events: Any, *, prefix: str, visibility_timeout: int = 30, max_receives: int = 3
+) -> LocalStack:
     """Bucket + suffix-filtered notification -> study queue (DLQ after ``max_receives``), bus + rule -> queue,
     through the given clients (a moto server's, or in-process ``mock_aws``'s); names start with ``prefix``."""
     bucket = f"{prefix}-data"
     s3.create_bucket(Bucket=bucket)
-    dlq_url = sqs.create_queue(QueueName=f"{prefix}-studies-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_url = sqs.create_queue(QueueName=f"{prefix}-studies-dlq", Attributes={"MessageRetentionPeriod": "1209600"})[
+        "QueueUrl"
+    ]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(
         QueueName=f"{prefix}-studies",
@@ -87,7 +97,14 @@ def provision(s3: Any, sqs: Any, events: Any, *, prefix: str, visibility_timeout
                     "Id": f"study-marker-{suffix}",
                     "QueueArn": queue_arn,
                     "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}, {"Name": "suffix", "Value": suffix}]}},
+                    "Filter": {
+                        "Key": {
+                            "FilterRules": [
+                                {"Name": "prefix", "Value": "incoming/"},
+                                {"Name": "suffix", "Value": suffix},
+                            ]
+                        }
+                    },
                 }
                 for suffix in ("_READY", "manifest.json")
             ]
@@ -100,7 +117,9 @@ def provision(s3: Any, sqs: Any, events: Any, *, prefix: str, visibility_timeout
     events.put_rule(
         Name="study-outcomes",
         EventBusName=bus,
-        EventPattern=json.dumps({"source": ["dicom.compression"], "detail-type": ["Study Compressed", "Study Compression Failed"]}),
+        EventPattern=json.dumps(
+            {"source": ["dicom.compression"], "detail-type": ["Study Compressed", "Study Compression Failed"]}
+        ),
     )
     events.put_targets(Rule="study-outcomes", EventBusName=bus, Targets=[{"Id": "notifications", "Arn": note_arn}])
     # Configuring the notification made S3 send an s3:TestEvent; the worker drops it like any other.

@@ -29,7 +29,7 @@ def study_status(bucket: str, prefix: str, cfg: ServiceConfig | None = None) -> 
     s3 = client("s3")
     if not prefix.startswith(cfg.source_prefix):
         return {"state": "unknown", "detail": f"studies live under s3://{bucket}/{cfg.source_prefix}"}
-    study_path = prefix[len(cfg.source_prefix):].rstrip("/")
+    study_path = prefix[len(cfg.source_prefix) :].rstrip("/")
     has_manifest = _exists(s3, bucket, prefix + "manifest.json")
     manifest = None
     if has_manifest:
@@ -45,7 +45,11 @@ def study_status(bucket: str, prefix: str, cfg: ServiceConfig | None = None) -> 
         return {"state": "waiting", "detail": "no _READY or manifest.json in the study folder yet"}
     status = record.get("status")
     if status == "processing":
-        return {"state": "processing", "progress": record.get("progress"), "record": f"s3://{cfg.target_bucket}/{record_key}"}
+        return {
+            "state": "processing",
+            "progress": record.get("progress"),
+            "record": f"s3://{cfg.target_bucket}/{record_key}",
+        }
     if status == "failed":
         return {"state": "failed", "error": record.get("error"), "record": f"s3://{cfg.target_bucket}/{record_key}"}
     return {

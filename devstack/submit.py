@@ -79,7 +79,13 @@ def submit_study(
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         listed = list(pool.map(upload, files))
-    result: dict[str, Any] = {"bucket": bucket, "prefix": prefix, "files": len(listed), "listed": listed, "marker": None}
+    result: dict[str, Any] = {
+        "bucket": bucket,
+        "prefix": prefix,
+        "files": len(listed),
+        "listed": listed,
+        "marker": None,
+    }
     if marker == "manifest":
         manifest = build_manifest(listed, options)
         s3.put_object(Bucket=bucket, Key=prefix + "manifest.json", Body=manifest_bytes(manifest))

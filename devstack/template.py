@@ -52,11 +52,18 @@ LOCAL_STACK_NAME = f"dicom-compression-{STAGE}"
 TEMPLATE_ENV = "DICOM_LOCAL_STACK_TEMPLATE"
 
 # Played locally by devstack.poller (and moto would run event-source mappings in Docker).
-LAMBDA_TYPES = frozenset({
-    "AWS::Lambda::Function", "AWS::Lambda::EventSourceMapping", "AWS::Lambda::Version",
-    "AWS::Lambda::Permission", "AWS::Lambda::EventInvokeConfig", "AWS::IAM::Role",
-    "AWS::IAM::Policy", "AWS::Logs::LogGroup",
-})
+LAMBDA_TYPES = frozenset(
+    {
+        "AWS::Lambda::Function",
+        "AWS::Lambda::EventSourceMapping",
+        "AWS::Lambda::Version",
+        "AWS::Lambda::Permission",
+        "AWS::Lambda::EventInvokeConfig",
+        "AWS::IAM::Role",
+        "AWS::IAM::Policy",
+        "AWS::Logs::LogGroup",
+    }
+)
 SERVERLESS_OWN = frozenset({"ServerlessDeploymentBucket", "ServerlessDeploymentBucketPolicy"})
 # IAM for principals outside the stack (clinics): nothing to enforce it locally.
 UNENFORCED_LOCALLY = frozenset({"AWS::IAM::ManagedPolicy"})
@@ -119,7 +126,7 @@ def references(node: Any) -> set[str]:
     for n in _walk(node):
         if not isinstance(n, dict) or len(n) != 1:
             continue
-        (key, arg), = n.items()
+        ((key, arg),) = n.items()
         if key == "Ref" and isinstance(arg, str):
             out.add(arg)
         elif key == "Fn::GetAtt":
@@ -146,8 +153,14 @@ def _getatt_target(node: Any) -> str | None:
 class LocalTemplate:
     """The packaged template, reduced and adjusted for the local stack (see the module doc)."""
 
-    def __init__(self, template: dict, *, visibility_timeout: int = 30,
-                 bucket_name: str = LOCAL_BUCKET, name_prefix: str = LOCAL_NAME_PREFIX) -> None:
+    def __init__(
+        self,
+        template: dict,
+        *,
+        visibility_timeout: int = 30,
+        bucket_name: str = LOCAL_BUCKET,
+        name_prefix: str = LOCAL_NAME_PREFIX,
+    ) -> None:
         self.packaged = template
         t = copy.deepcopy(template)
         resources: dict[str, dict] = t["Resources"]
@@ -161,9 +174,15 @@ class LocalTemplate:
         if len(queues) != 1 or None in queues:
             raise TemplateError(f"expected one SQS event source, found {queues}")
         self.study_queue_id: str = queues.pop()
-        notified = [k for k, v in resources.items() if v["Type"] == "AWS::S3::Bucket"
-                    and any(_getatt_target(qc.get("Queue")) == self.study_queue_id
-                            for qc in v.get("Properties", {}).get("NotificationConfiguration", {}).get("QueueConfigurations", []))]
+        notified = [
+            k
+            for k, v in resources.items()
+            if v["Type"] == "AWS::S3::Bucket"
+            and any(
+                _getatt_target(qc.get("Queue")) == self.study_queue_id
+                for qc in v.get("Properties", {}).get("NotificationConfiguration", {}).get("QueueConfigurations", [])
+            )
+        ]
         if len(notified) != 1:
             raise TemplateError(f"expected one bucket notifying {self.study_queue_id}, found {notified}")
         self.bucket_id = notified[0]
@@ -178,7 +197,9 @@ class LocalTemplate:
             resources = t["Resources"]
         buses = {k: v["Properties"]["Name"] for k, v in resources.items() if v["Type"] == "AWS::Events::EventBus"}
         # moto: a Ref to an EventBus must give its name.
-        t = _replace(t, lambda n: buses[n["Ref"]] if isinstance(n, dict) and set(n) == {"Ref"} and n["Ref"] in buses else None)
+        t = _replace(
+            t, lambda n: buses[n["Ref"]] if isinstance(n, dict) and set(n) == {"Ref"} and n["Ref"] in buses else None
+        )
         # The data bucket's computed name (an expression repeated wherever the name is used)
         # becomes the local name, everywhere.
         name_expr = t["Resources"][self.bucket_id]["Properties"].get("BucketName")
@@ -187,7 +208,8 @@ class LocalTemplate:
         resources = t["Resources"]
         # The function's environment, with the local names (moto resolves the rest).
         self.function_env: dict[str, Any] = (
-            resources[self.function_id].get("Properties", {}).get("Environment", {}).get("Variables", {}))
+            resources[self.function_id].get("Properties", {}).get("Environment", {}).get("Variables", {})
+        )
 
         # Lambda's part, Serverless' deployment bucket, the clinics' policy, and whatever refers to them.
         dropped = {k for k, v in resources.items() if v["Type"] in LAMBDA_TYPES | UNENFORCED_LOCALLY}
@@ -316,8 +338,10 @@ def create_resources_from_template(
 
 def _notification_queue_url(cfn: Any, sqs: Any, local: LocalTemplate, stack_name: str) -> str:
     """The SQS queue the created event rule(s) target: exactly one."""
-    created = {r["LogicalResourceId"]: r["PhysicalResourceId"]
-               for r in cfn.list_stack_resources(StackName=stack_name)["StackResourceSummaries"]}
+    created = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cfn.list_stack_resources(StackName=stack_name)["StackResourceSummaries"]
+    }
     resources = local.template["Resources"]
     targets = {
         _getatt_target(target.get("Arn"))

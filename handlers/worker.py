@@ -33,7 +33,9 @@ def _record_metrics(record: dict[str, Any]) -> None:
     if record.get("duplicate"):
         metrics.add_metric(name="DuplicateTriggers", unit=MetricUnit.Count, value=1)
         return
-    metrics.add_metric(name="StudiesFailed" if record["status"] == "failed" else "StudiesCompressed", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name="StudiesFailed" if record["status"] == "failed" else "StudiesCompressed", unit=MetricUnit.Count, value=1
+    )
     totals = record.get("totals") or {}
     if totals:
         metrics.add_metric(name="Files", unit=MetricUnit.Count, value=totals["files"])
@@ -49,7 +51,11 @@ def record_handler(record: SQSRecord) -> None:
     cfg = ServiceConfig.from_env()
     receive_count = int(record.attributes.approximate_receive_count or 1)
     context = _context.get("lambda")
-    remaining = context.get_remaining_time_in_millis if context is not None and hasattr(context, "get_remaining_time_in_millis") else None
+    remaining = (
+        context.get_remaining_time_in_millis
+        if context is not None and hasattr(context, "get_remaining_time_in_millis")
+        else None
+    )
     for item in parse_body(record.body, bucket=cfg.data_bucket, source_prefix=cfg.source_prefix):
         if isinstance(item, Dropped):
             logger.warning("message dropped", extra={"reason": item.reason, "message_id": record.message_id})
@@ -62,7 +68,9 @@ def record_handler(record: SQSRecord) -> None:
             logger.info("study not ready, will retry", extra={"reason": str(exc)[:300], "attempt": receive_count})
             raise
         except DeadLetter:
-            logger.warning("study failed on its last attempt; its message goes to the DLQ", extra={"attempt": receive_count})
+            logger.warning(
+                "study failed on its last attempt; its message goes to the DLQ", extra={"attempt": receive_count}
+            )
             raise
         finally:
             logger.remove_keys(["study"])

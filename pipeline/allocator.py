@@ -35,7 +35,9 @@ def bound_allocator(mmap_threshold: int = 256 * 1024, arenas: int = 2) -> bool:
     global _applied
     if _applied:
         return True
-    _applied = _mallopt((_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, 2 * mmap_threshold), (_M_ARENA_MAX, arenas))
+    _applied = _mallopt(
+        (_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, 2 * mmap_threshold), (_M_ARENA_MAX, arenas)
+    )
     return _applied
 
 

@@ -52,4 +52,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (BotoConnectionError, ReadTimeoutError)):
         return True
     code = error_code(exc)
-    return http_status(exc) >= 500 or code in {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+    return http_status(exc) >= 500 or code in {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+    }

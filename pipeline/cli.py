@@ -35,8 +35,9 @@ class _ProgressBar:
 def _settings(args: argparse.Namespace) -> CompressionSettings:
     base = settings_from_env()
     mode: Literal["lossless"] | None = "lossless" if args.lossless else None
-    return base.with_overrides(rate=args.rate, mode=mode, codec=args.codec, verify=False if args.no_verify else None,
-                               min_psnr=args.min_psnr)
+    return base.with_overrides(
+        rate=args.rate, mode=mode, codec=args.codec, verify=False if args.no_verify else None, min_psnr=args.min_psnr
+    )
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
@@ -58,7 +59,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.output) if args.output else Path(f"{source.name}.zip")
     record = write_local_outputs(
-        Study.from_source(source), out, settings, encoders=encoders, budget=budget, progress=_ProgressBar(),
+        Study.from_source(source),
+        out,
+        settings,
+        encoders=encoders,
+        budget=budget,
+        progress=_ProgressBar(),
         report=args.report,
     )
     print("\n".join(summary_lines(record)))
@@ -76,17 +82,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="the study folder")
     p.add_argument("-o", "--output", help="the ZIP to write (default: ./<folder name>.zip)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--rate", type=float, help="lossy JPEG 2000 rate (default: $COMPRESSION_RATE or 100; 0 = lossless)")
+    group.add_argument(
+        "--rate", type=float, help="lossy JPEG 2000 rate (default: $COMPRESSION_RATE or 100; 0 = lossless)"
+    )
     group.add_argument("--lossless", action="store_true", help="JPEG 2000 lossless")
     p.add_argument("--codec", choices=["j2k", "htj2k"], help="j2k (default) or htj2k")
     p.add_argument("--no-verify", action="store_true", help="do not decode and compare the output")
     p.add_argument("--report", action="store_true", help="also write OUT.report.html, the visual quality report")
-    p.add_argument("--min-psnr", type=float, default=None, metavar="DB",
-                   help="quality floor: range-PSNR every lossy image must reach (default: $MIN_PSNR_DB or 40; 0 = off)")
-    p.add_argument("--encoders", "--workers", dest="encoders", type=int, default=None,
-                   help="encoder processes (default: $ENCODERS, else the CPUs available; --workers: its old name)")
-    p.add_argument("--memory-budget", type=float, default=None, metavar="MB",
-                   help="MiB of study data in flight at once (default: $MEMORY_BUDGET_MB, else from the memory available)")
+    p.add_argument(
+        "--min-psnr",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="quality floor: range-PSNR every lossy image must reach (default: $MIN_PSNR_DB or 40; 0 = off)",
+    )
+    p.add_argument(
+        "--encoders",
+        "--workers",
+        dest="encoders",
+        type=int,
+        default=None,
+        help="encoder processes (default: $ENCODERS, else the CPUs available; --workers: its old name)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="MiB of study data in flight at once (default: $MEMORY_BUDGET_MB, else from the memory available)",
+    )
     p.set_defaults(func=cmd_compress)
 
     return parser

@@ -81,7 +81,11 @@ class CompressionSettings:
 
     def fingerprint(self) -> str:
         """Stable digest of what changes output pixels (verification does not)."""
-        key: dict[str, Any] = {"mode": self.mode, "codec": self.codec, "rate": None if self.lossless else float(self.rate)}
+        key: dict[str, Any] = {
+            "mode": self.mode,
+            "codec": self.codec,
+            "rate": None if self.lossless else float(self.rate),
+        }
         if self.floor is not None:  # off: the same key, so the same UIDs and bytes as without a floor
             key["minPsnrDb"] = self.floor
         if self.colour_transform:  # only when on: greyscale UIDs do not depend on the default
@@ -135,8 +139,11 @@ def settings_from_env(env: dict[str, str] | None = None) -> CompressionSettings:
     except ValueError as exc:
         raise SettingsError(f"MIN_PSNR_DB must be a number of dB, not {raw_floor!r}") from exc
     transform = env.get("COLOUR_TRANSFORM", "").strip().lower() in ("1", "true", "yes", "on")
-    return replace(base.with_overrides(rate=rate, codec=codec, verify=verify, min_psnr=floor),  # type: ignore[arg-type]
-                   colour_transform=transform, uid_root=env.get("UID_ROOT", "").strip() or DEFAULT_UID_ROOT)
+    return replace(
+        base.with_overrides(rate=rate, codec=codec, verify=verify, min_psnr=floor),  # type: ignore[arg-type]
+        colour_transform=transform,
+        uid_root=env.get("UID_ROOT", "").strip() or DEFAULT_UID_ROOT,
+    )
 
 
 def encoders_from_env(env: dict[str, str] | None = None) -> int | None:

@@ -111,8 +111,14 @@ class _ReadAhead:
     """Small objects' bytes, read on threads ahead of need while the bytes read and not yet
     taken stay under ``max_bytes``."""
 
-    def __init__(self, source: StudySource, objects: list[StudyObject], max_bytes: int, timings: dict[str, float],
-                 max_count: int = 2 * READ_THREADS) -> None:
+    def __init__(
+        self,
+        source: StudySource,
+        objects: list[StudyObject],
+        max_bytes: int,
+        timings: dict[str, float],
+        max_count: int = 2 * READ_THREADS,
+    ) -> None:
         self.source, self.max_bytes, self.timings, self.max_count = source, max_bytes, timings, max_count
         self.queue = deque(objects)
         self.reads: dict[int, Future[bytes]] = {}
@@ -126,7 +132,11 @@ class _ReadAhead:
         return data
 
     def _fill(self) -> None:
-        while self.queue and (not self.reads or self.held + self.queue[0].size <= self.max_bytes) and len(self.reads) < self.max_count:
+        while (
+            self.queue
+            and (not self.reads or self.held + self.queue[0].size <= self.max_bytes)
+            and len(self.reads) < self.max_count
+        ):
             obj = self.queue.popleft()
             self.reads[id(obj)] = self.pool.submit(self._read, obj)
             self.held += obj.size
@@ -144,7 +154,9 @@ class _ReadAhead:
         self.pool.shutdown(wait=True)
 
 
-def _items(study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], encoders: int) -> Iterator[Item]:
+def _items(
+    study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], encoders: int
+) -> Iterator[Item]:
     """The study as work, in ZIP order: small objects whole, the others header + frames."""
     small = [o for o in study.objects if o.size <= budget.stream_threshold]
     # Reads ahead: enough to keep every encoder fed (its queue and the one it encodes) and no more.
@@ -168,9 +180,16 @@ def _items(study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[
 class _Archiver:
     """The consumer side: results in order into the ZIP, one outcome per object."""
 
-    def __init__(self, study: Study, writer: ZipStreamWriter, settings: CompressionSettings, codec: FrameCodec,
-                 budget: MemoryBudget, timings: dict[str, float],
-                 on_pixels: Callable[[StudyObject, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        study: Study,
+        writer: ZipStreamWriter,
+        settings: CompressionSettings,
+        codec: FrameCodec,
+        budget: MemoryBudget,
+        timings: dict[str, float],
+        on_pixels: Callable[[StudyObject, int], None] | None = None,
+    ) -> None:
         self.study, self.writer, self.settings, self.codec = study, writer, settings, codec
         self.budget, self.timings, self.on_pixels = budget, timings, on_pixels
         self.assembly: Assembly | None = None
@@ -194,8 +213,14 @@ class _Archiver:
         if isinstance(result, End):
             return self._assembled(result)
         assert isinstance(result, KeepWhole)
-        return self._keep(result.obj, result.reason, result.warning, transfer_syntax=result.transfer_syntax,
-                          sop_uid=result.sop_instance_uid, refs=result.directory_refs)
+        return self._keep(
+            result.obj,
+            result.reason,
+            result.warning,
+            transfer_syntax=result.transfer_syntax,
+            sop_uid=result.sop_instance_uid,
+            refs=result.directory_refs,
+        )
 
     def _whole(self, outcome: FileOutcome) -> FileOutcome:
         obj = self._object(outcome.path)
@@ -225,18 +250,35 @@ class _Archiver:
         finally:
             assembly.close()
 
-    def _keep(self, obj: StudyObject, reason: str, warning: bool, *, transfer_syntax: str | None = None,
-              sop_uid: str | None = None, refs: list[tuple[str, str | None, str | None]] | None = None) -> FileOutcome:
+    def _keep(
+        self,
+        obj: StudyObject,
+        reason: str,
+        warning: bool,
+        *,
+        transfer_syntax: str | None = None,
+        sop_uid: str | None = None,
+        refs: list[tuple[str, str | None, str | None]] | None = None,
+    ) -> FileOutcome:
         """Stream the original into the ZIP, one chunk at a time; large or compressed data
         without compression work (deflate's stored blocks), since deflate would not pay."""
         t = time.perf_counter()
         heavy = obj.size > LARGE_KEPT or reason.startswith("already") or obj.path.lower().endswith(_INCOMPRESSIBLE)
         info = self.writer.add_stream(obj.entry_name, self.study.source.iter_chunks(obj), level=0 if heavy else 6)
         self.timings["write"] += time.perf_counter() - t
-        return FileOutcome(path=obj.path, action="kept", bytes_in=info.file_size, bytes_out=info.file_size,
-                           reason=reason, warning=warning, transfer_syntax_in=transfer_syntax,
-                           transfer_syntax_out=transfer_syntax, sop_instance_uid_in=sop_uid, directory_refs=refs,
-                           entry_name=obj.entry_name)
+        return FileOutcome(
+            path=obj.path,
+            action="kept",
+            bytes_in=info.file_size,
+            bytes_out=info.file_size,
+            reason=reason,
+            warning=warning,
+            transfer_syntax_in=transfer_syntax,
+            transfer_syntax_out=transfer_syntax,
+            sop_instance_uid_in=sop_uid,
+            directory_refs=refs,
+            entry_name=obj.entry_name,
+        )
 
     def _object(self, path: str) -> StudyObject:
         return self.study.by_path[path]
@@ -301,7 +343,9 @@ def compress_study(
 class _LazyItems:
     """Starts the read-ahead threads only when first iterated (after the encoders have forked)."""
 
-    def __init__(self, study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], encoders: int) -> None:
+    def __init__(
+        self, study: Study, budget: MemoryBudget, codec: FrameCodec, timings: dict[str, float], encoders: int
+    ) -> None:
         self.args = (study, budget, codec, timings, encoders)
 
     def __iter__(self) -> Iterator[Item]:

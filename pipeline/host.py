@@ -8,8 +8,9 @@ import os
 MIB = 1024 * 1024
 
 
-def available_cpus(env: dict[str, str] | None = None, cgroup_root: str = "/sys/fs/cgroup",
-                   cgroup_membership: str = "/proc/self/cgroup") -> int:
+def available_cpus(
+    env: dict[str, str] | None = None, cgroup_root: str = "/sys/fs/cgroup", cgroup_membership: str = "/proc/self/cgroup"
+) -> int:
     """CPUs this process may really use: Lambda's share from its memory size; elsewhere the
     affinity mask, lowered to a container's CPU quota (a 2-CPU container on a 64-core host
     must not start 64 encoders that then take turns)."""
@@ -82,7 +83,9 @@ def _ancestor_values(root: str, membership: str, v2_file: str, v1_controller: st
     """The contents of a cgroup file in this process's own cgroup and every ancestor (v2 and v1)."""
     v2, v1 = _membership(membership, v1_controller)
     found = []
-    for folder, name in [(f, v2_file) for f in _ancestors(root, v2)] + [(f, v1_file) for f in _ancestors(f"{root}/{v1_controller}", v1)]:
+    for folder, name in [(f, v2_file) for f in _ancestors(root, v2)] + [
+        (f, v1_file) for f in _ancestors(f"{root}/{v1_controller}", v1)
+    ]:
         try:
             with open(f"{folder}/{name}") as fh:
                 found.append(fh.read().strip())
@@ -112,8 +115,9 @@ def physical_memory(meminfo: str = "/proc/meminfo") -> int | None:
     return None
 
 
-def available_memory(env: dict[str, str] | None = None, cgroup_root: str = "/sys/fs/cgroup",
-                     cgroup_membership: str = "/proc/self/cgroup") -> int:
+def available_memory(
+    env: dict[str, str] | None = None, cgroup_root: str = "/sys/fs/cgroup", cgroup_membership: str = "/proc/self/cgroup"
+) -> int:
     """Bytes this process tree may use: Lambda's configured memory, else the cgroup limit, else
     physical memory (the smaller of the last two); 2 GiB if nothing can be read."""
     env = dict(os.environ) if env is None else env

@@ -30,10 +30,17 @@ def range_psnr(src: np.ndarray, out: np.ndarray) -> float:
 
 
 def main(corpus: Path) -> None:
-    rows = [r for r in csv.DictReader(open(corpus / "MANIFEST.csv")) if r["photometric"] in ("RGB", "YBR_RCT")
-            and r["has_pixel_data"] == "yes" and min(int(r["rows"]), int(r["cols"])) >= 32
-            and r["bits_allocated"] in ("8", "16")]
-    print("| image | J2K lossless RGB / RCT bytes | HTJ2K lossless RGB / RCT bytes | J2K lossy@100 RGB / ICT bytes (range-PSNR dB) | pipeline lossy (floor 40 dB) RGB / ICT bytes (range-PSNR dB) |")
+    rows = [
+        r
+        for r in csv.DictReader(open(corpus / "MANIFEST.csv"))
+        if r["photometric"] in ("RGB", "YBR_RCT")
+        and r["has_pixel_data"] == "yes"
+        and min(int(r["rows"]), int(r["cols"])) >= 32
+        and r["bits_allocated"] in ("8", "16")
+    ]
+    print(
+        "| image | J2K lossless RGB / RCT bytes | HTJ2K lossless RGB / RCT bytes | J2K lossy@100 RGB / ICT bytes (range-PSNR dB) | pipeline lossy (floor 40 dB) RGB / ICT bytes (range-PSNR dB) |"
+    )
     print("|---|---|---|---|---|")
     totals = np.zeros(8)
     for r in rows:
@@ -60,11 +67,15 @@ def main(corpus: Path) -> None:
         sizes += [o.bytes_out for o in floored]
         cells.append(" / ".join(f"{o.bytes_out} ({o.verification.get('rangePsnrDb')})" for o in floored))
         totals += sizes
-        print(f"| {Path(r['file']).name} ({r['rows']}x{r['cols']}, {r['bits_stored']} bit) | " + " | ".join(cells) + " |")
+        print(
+            f"| {Path(r['file']).name} ({r['rows']}x{r['cols']}, {r['bits_stored']} bit) | " + " | ".join(cells) + " |"
+        )
     t = totals
-    print(f"| **total** | {t[0]:.0f} / {t[1]:.0f} ({100 * (t[0] / t[1] - 1):+.1f}%) | {t[2]:.0f} / {t[3]:.0f} "
-          f"({100 * (t[2] / t[3] - 1):+.1f}%) | {t[4]:.0f} / {t[5]:.0f} | {t[6]:.0f} / {t[7]:.0f} "
-          f"({100 * (t[6] / t[7] - 1):+.1f}%) |")
+    print(
+        f"| **total** | {t[0]:.0f} / {t[1]:.0f} ({100 * (t[0] / t[1] - 1):+.1f}%) | {t[2]:.0f} / {t[3]:.0f} "
+        f"({100 * (t[2] / t[3] - 1):+.1f}%) | {t[4]:.0f} / {t[5]:.0f} | {t[6]:.0f} / {t[7]:.0f} "
+        f"({100 * (t[6] / t[7] - 1):+.1f}%) |"
+    )
 
 
 if __name__ == "__main__":

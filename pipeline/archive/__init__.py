@@ -1,4 +1,5 @@
 """Archive writers for study exports."""
+
 from .zipstream import (
     SupportsWrite,
     UnsafeEntryName,

@@ -7,6 +7,7 @@ Nothing depends on the clock or on randomness, so the same calls always give the
 same bytes and the archive's sha256 can serve as its content identity.
 Format references are to PKWARE's APPNOTE.TXT 6.3.x.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,12 @@ from types import TracebackType
 from typing import Literal, Protocol
 
 __all__ = [
-    "SupportsWrite", "UnsafeEntryName", "ZipEntryInfo", "ZipStreamWriter",
-    "ZipSummary", "check_entry_name",
+    "SupportsWrite",
+    "UnsafeEntryName",
+    "ZipEntryInfo",
+    "ZipStreamWriter",
+    "ZipSummary",
+    "check_entry_name",
 ]
 
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF  # field maxima; the maxima themselves are the ZIP64 markers
@@ -80,8 +85,8 @@ def check_entry_name(name: str) -> str:
     for part in name.split("/"):
         if part in ("", ".", ".."):
             raise UnsafeEntryName(
-                f"empty, '.' or '..' component in entry name (directory entries "
-                f"are not supported either): {name!r}")
+                f"empty, '.' or '..' component in entry name (directory entries are not supported either): {name!r}"
+            )
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates
@@ -133,9 +138,23 @@ class ZipStreamWriter:
         extra = struct.pack("<HHQQ", 1, 16, size, csize) if big else b""
         version = _V45 if big or offset >= _U32 else _V20
         with self._guard():
-            self._write(_LOCAL.pack(0x04034B50, version, flags, method, _DOS_TIME, _DOS_DATE,
-                                    crc, min(csize, _U32), min(size, _U32), len(encoded),
-                                    len(extra)) + encoded + extra)
+            self._write(
+                _LOCAL.pack(
+                    0x04034B50,
+                    version,
+                    flags,
+                    method,
+                    _DOS_TIME,
+                    _DOS_DATE,
+                    crc,
+                    min(csize, _U32),
+                    min(size, _U32),
+                    len(encoded),
+                    len(extra),
+                )
+                + encoded
+                + extra
+            )
             self._write(payload)
         return self._record(name, encoded, version, flags, method, crc, csize, size, offset)
 
@@ -151,18 +170,36 @@ class ZipStreamWriter:
         version = _V45 if big or offset >= _U32 else _V20
         crc = written = 0
         with self._guard():
-            self._write(_LOCAL.pack(0x04034B50, version, flags, _STORED, _DOS_TIME, _DOS_DATE,
-                                    crc32, min(size, _U32), min(size, _U32), len(encoded),
-                                    len(extra)) + encoded + extra)
+            self._write(
+                _LOCAL.pack(
+                    0x04034B50,
+                    version,
+                    flags,
+                    _STORED,
+                    _DOS_TIME,
+                    _DOS_DATE,
+                    crc32,
+                    min(size, _U32),
+                    min(size, _U32),
+                    len(encoded),
+                    len(extra),
+                )
+                + encoded
+                + extra
+            )
             for chunk in chunks:
                 crc, written = zlib.crc32(chunk, crc), written + len(chunk)
                 self._write(chunk)
             if (written, crc) != (size, crc32):
-                raise ValueError(f"entry {name!r}: the chunks gave {written} bytes with CRC {crc:08x}, "
-                                 f"not the {size} bytes with CRC {crc32:08x} announced")
+                raise ValueError(
+                    f"entry {name!r}: the chunks gave {written} bytes with CRC {crc:08x}, "
+                    f"not the {size} bytes with CRC {crc32:08x} announced"
+                )
         return self._record(name, encoded, version, flags, _STORED, crc32, size, size, offset)
 
-    def add_stream(self, name: str, chunks: Iterable[bytes], *, deflate: bool = True, level: int = _LEVEL) -> ZipEntryInfo:
+    def add_stream(
+        self, name: str, chunks: Iterable[bytes], *, deflate: bool = True, level: int = _LEVEL
+    ) -> ZipEntryInfo:
         """Add an entry of unknown size, holding one chunk at a time.
 
         The local header has flag bit 3 and a ZIP64 extra with zero sizes (the
@@ -176,16 +213,20 @@ class ZipStreamWriter:
         compression work at all, for large data that deflate would not shrink.
         """
         if not deflate:
-            raise ValueError("add_stream requires deflate: STORED entries with a data "
-                             "descriptor cannot be read by streaming unzippers")
+            raise ValueError(
+                "add_stream requires deflate: STORED entries with a data "
+                "descriptor cannot be read by streaming unzippers"
+            )
         encoded, flags = self._claim(name)
         flags |= _FLAG_DESCRIPTOR
         offset = self._written
         crc = size = csize = 0
         with self._guard():
-            self._write(_LOCAL.pack(0x04034B50, _V45, flags, _DEFLATED, _DOS_TIME, _DOS_DATE,
-                                    0, 0, 0, len(encoded), 20)
-                        + encoded + struct.pack("<HHQQ", 1, 16, 0, 0))
+            self._write(
+                _LOCAL.pack(0x04034B50, _V45, flags, _DEFLATED, _DOS_TIME, _DOS_DATE, 0, 0, 0, len(encoded), 20)
+                + encoded
+                + struct.pack("<HHQQ", 1, 16, 0, 0)
+            )
             packer = zlib.compressobj(level, zlib.DEFLATED, _WBITS)
             for chunk in chunks:
                 crc, size = zlib.crc32(chunk, crc), size + len(chunk)
@@ -210,17 +251,29 @@ class ZipStreamWriter:
             cd_size, count = self._written - cd_offset, len(self._central)
             # Any entry with a central ZIP64 extra makes a ZIP64 archive (as Info-ZIP
             # zip does); otherwise only end-record fields that would overflow do.
-            zip64 = (self._needs_zip64 or count >= _U16 or cd_size >= _U32
-                     or cd_offset >= _U32)
+            zip64 = self._needs_zip64 or count >= _U16 or cd_size >= _U32 or cd_offset >= _U32
             if zip64:  # ZIP64 end record + locator (APPNOTE 4.3.14, 4.3.15)
                 end64 = self._written
-                self._write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, _UNIX << 8 | _V45, _V45,
-                                        0, 0, count, count, cd_size, cd_offset))
+                self._write(
+                    struct.pack(
+                        "<IQHHIIQQQQ", 0x06064B50, 44, _UNIX << 8 | _V45, _V45, 0, 0, count, count, cd_size, cd_offset
+                    )
+                )
                 self._write(struct.pack("<IIQI", 0x07064B50, 0, end64, 1))
             # Only the fields that overflow get the 0xFFFF/0xFFFFFFFF marker (4.4.1.4).
-            self._write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, min(count, _U16),
-                                    min(count, _U16), min(cd_size, _U32),
-                                    min(cd_offset, _U32), 0))
+            self._write(
+                struct.pack(
+                    "<IHHHHIIH",
+                    0x06054B50,
+                    0,
+                    0,
+                    min(count, _U16),
+                    min(count, _U16),
+                    min(cd_size, _U32),
+                    min(cd_offset, _U32),
+                    0,
+                )
+            )
         self._central.clear()
         self._summary = ZipSummary(self._written, self._sha.hexdigest(), count, zip64)
         return self._summary
@@ -228,8 +281,9 @@ class ZipStreamWriter:
     def __enter__(self) -> ZipStreamWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -265,16 +319,44 @@ class ZipStreamWriter:
         if isinstance(accepted, int) and accepted < len(data):
             raise OSError(f"short write: sink took {accepted} of {len(data)} bytes")
 
-    def _record(self, name: str, encoded: bytes, version: int, flags: int, method: int,
-                crc: int, csize: int, size: int, offset: int) -> ZipEntryInfo:
+    def _record(
+        self,
+        name: str,
+        encoded: bytes,
+        version: int,
+        flags: int,
+        method: int,
+        crc: int,
+        csize: int,
+        size: int,
+        offset: int,
+    ) -> ZipEntryInfo:
         # ZIP64 extra with only the overflowed fields, in APPNOTE 4.5.3 order.
         big = [v for v in (size, csize, offset) if v >= _U32]
         extra = struct.pack(f"<HH{len(big)}Q", 1, 8 * len(big), *big) if big else b""
         self._needs_zip64 |= bool(big)
         self._names.add(name)
-        self._central.append(_CENTRAL.pack(
-            0x02014B50, _UNIX << 8 | version, version, flags, method, _DOS_TIME, _DOS_DATE,
-            crc, min(csize, _U32), min(size, _U32), len(encoded), len(extra), 0, 0, 0,
-            _FILE_ATTR, min(offset, _U32)) + encoded + extra)
-        return ZipEntryInfo(name, offset, crc, csize, size,
-                            "deflated" if method == _DEFLATED else "stored")
+        self._central.append(
+            _CENTRAL.pack(
+                0x02014B50,
+                _UNIX << 8 | version,
+                version,
+                flags,
+                method,
+                _DOS_TIME,
+                _DOS_DATE,
+                crc,
+                min(csize, _U32),
+                min(size, _U32),
+                len(encoded),
+                len(extra),
+                0,
+                0,
+                0,
+                _FILE_ATTR,
+                min(offset, _U32),
+            )
+            + encoded
+            + extra
+        )
+        return ZipEntryInfo(name, offset, crc, csize, size, "deflated" if method == _DEFLATED else "stored")

@@ -45,9 +45,13 @@ class FrameCodec(ABC):
     def check(self, spec: FrameSpec) -> None:
         """Raise :class:`CodecLimit` when ``spec`` is outside the codec's range."""
         if spec.bits_allocated not in (8, 16):
-            raise CodecLimit(f"{spec.bits_allocated}-bit pixels: JPEG 2000 re-encoding supports 8 and 16 bits allocated")
+            raise CodecLimit(
+                f"{spec.bits_allocated}-bit pixels: JPEG 2000 re-encoding supports 8 and 16 bits allocated"
+            )
         if not 1 < spec.bits_stored <= spec.bits_allocated:
-            raise CodecLimit(f"Bits Stored {spec.bits_stored} is not supported with {spec.bits_allocated} bits allocated")
+            raise CodecLimit(
+                f"Bits Stored {spec.bits_stored} is not supported with {spec.bits_allocated} bits allocated"
+            )
         if spec.samples_per_pixel not in (1, 3):
             raise CodecLimit(f"{spec.samples_per_pixel} samples per pixel: only 1 or 3 are supported")
         if min(spec.rows, spec.columns) < self.min_size:
@@ -97,7 +101,9 @@ class Jpeg2000Family(FrameCodec):
     def check(self, spec: FrameSpec) -> None:
         super().check(spec)
         if spec.photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "PALETTE COLOR"):
-            raise CodecLimit(f"Photometric Interpretation {spec.photometric} cannot be stored as JPEG 2000 without conversion")
+            raise CodecLimit(
+                f"Photometric Interpretation {spec.photometric} cannot be stored as JPEG 2000 without conversion"
+            )
         if self.lossy and spec.photometric == "PALETTE COLOR":
             raise CodecLimit("PALETTE COLOR: lossy compression would change palette indices, so colours")
 

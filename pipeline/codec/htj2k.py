@@ -112,15 +112,25 @@ class HTJ2KCodec(Jpeg2000Family):
         import imagecodecs
 
         kwargs = {"reversible": True} if step is None else {"level": step, "reversible": False}
-        return bytes(imagecodecs.htj2k_encode(frame, rgb=self.uses_transform(spec), tlm=True,
-                                              resolutions=decomposition_levels(spec.rows, spec.columns), **kwargs))
+        return bytes(
+            imagecodecs.htj2k_encode(
+                frame,
+                rgb=self.uses_transform(spec),
+                tlm=True,
+                resolutions=decomposition_levels(spec.rows, spec.columns),
+                **kwargs,
+            )
+        )
 
     def encode(self, frame: np.ndarray, spec: FrameSpec) -> bytes:
         frame = native_contiguous(frame)
         if self.rate is None:  # lossless (self.lossy is False)
             return self._encode(frame, spec, None)
-        return search_step(lambda step: self._encode(frame, spec, step),
-                           raw_bytes=frame.size * spec.bits_allocated // 8, target=float(self.rate))
+        return search_step(
+            lambda step: self._encode(frame, spec, step),
+            raw_bytes=frame.size * spec.bits_allocated // 8,
+            target=float(self.rate),
+        )
 
     def decode(self, codestream: bytes) -> np.ndarray:
         import imagecodecs

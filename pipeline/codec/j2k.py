@@ -35,8 +35,12 @@ def native_contiguous(frame: np.ndarray) -> np.ndarray:
 
 
 def _encode(
-    frame: np.ndarray, spec: FrameSpec, use_mct: bool, *,
-    compression_ratios: list[float] | None = None, signal_noise_ratios: list[float] | None = None,
+    frame: np.ndarray,
+    spec: FrameSpec,
+    use_mct: bool,
+    *,
+    compression_ratios: list[float] | None = None,
+    signal_noise_ratios: list[float] | None = None,
 ) -> bytes:
     import openjpeg  # heavy native import, only where encoding happens
 
@@ -71,7 +75,12 @@ class J2KCodec(Jpeg2000Family):
         if self.rate is None:  # lossless (self.lossy is False)
             return _encode(frame, spec, self.uses_transform(spec))
         # OpenJPEG's rate is relative to Bits Stored; ours to the allocated size (pydicom's j2k_cr).
-        return _encode(frame, spec, self.uses_transform(spec), compression_ratios=[float(self.rate) * spec.bits_stored / spec.bits_allocated])
+        return _encode(
+            frame,
+            spec,
+            self.uses_transform(spec),
+            compression_ratios=[float(self.rate) * spec.bits_stored / spec.bits_allocated],
+        )
 
     def decode(self, codestream: bytes) -> np.ndarray:
         import openjpeg

@@ -34,8 +34,14 @@ _MAX_BOT = 0xFFFFFFFF
 class Assembly:
     """Collects one streamed object's frame results; writes its output or says why it cannot."""
 
-    def __init__(self, begin: Begin, codec: FrameCodec, settings: CompressionSettings, spool_memory: int,
-                 spool_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        begin: Begin,
+        codec: FrameCodec,
+        settings: CompressionSettings,
+        spool_memory: int,
+        spool_dir: str | None = None,
+    ) -> None:
         self.begin, self.codec, self.settings = begin, codec, settings
         self.spool = FrameSpool(spool_memory, spool_dir)
         self.stats = FrameStats()
@@ -105,7 +111,8 @@ class Assembly:
             pixel_bytes_out=pixel_out,
             verification=verification,
             floor=floor_entry(self.stats, self.settings, frames=self.frames, ratio=pixel_in / max(pixel_out, 1))
-            if asked_codec.lossy else None,
+            if asked_codec.lossy
+            else None,
             seconds=self.seconds,
             streamed=True,
             spooled_bytes=self.spool.on_disk,
@@ -125,15 +132,23 @@ class Assembly:
             ds.ExtendedOffsetTable = struct.pack(f"<{len(offsets)}Q", *offsets)
             ds.ExtendedOffsetTableLengths = struct.pack(f"<{len(lengths)}Q", *lengths)
         header = self.begin.header
-        edit_for_output(ds, self.codec, photometric=self.codec.output_photometric(self.begin.decision.layout.spec),
-                        ratio=ratio, settings_fingerprint=self.settings.fingerprint(),
-                        source_id=f"streamed:{self.begin.obj.path}:{self.begin.obj.size}:{header.pixel}",
-                        uid_root=self.settings.uid_root)
+        edit_for_output(
+            ds,
+            self.codec,
+            photometric=self.codec.output_photometric(self.begin.decision.layout.spec),
+            ratio=ratio,
+            settings_fingerprint=self.settings.fingerprint(),
+            source_id=f"streamed:{self.begin.obj.path}:{self.begin.obj.size}:{header.pixel}",
+            uid_root=self.settings.uid_root,
+        )
         out = BytesIO()
         dcmwrite(out, ds, enforce_file_format=True)
         prefix = out.getvalue()
         check = dcmread(BytesIO(prefix), stop_before_pixels=True)  # read back: the header describes the frames
-        if int(check.get("NumberOfFrames", 1) or 1) != self.frames or int(check.Rows) != self.begin.decision.layout.rows:
+        if (
+            int(check.get("NumberOfFrames", 1) or 1) != self.frames
+            or int(check.Rows) != self.begin.decision.layout.rows
+        ):
             raise VerificationFailed("the written header does not describe the encoded frames")
         if extended:
             bot = _ITEM.pack(0xFFFE, 0xE000, 0)

@@ -59,7 +59,13 @@ def has_unknown_vr(ds: Dataset) -> bool:
 
 
 def edit_for_output(
-    ds: FileDataset, codec: FrameCodec, *, photometric: str, ratio: float, settings_fingerprint: str, source_id: str,
+    ds: FileDataset,
+    codec: FrameCodec,
+    *,
+    photometric: str,
+    ratio: float,
+    settings_fingerprint: str,
+    source_id: str,
     uid_root: str = DEFAULT_UID_ROOT,
 ) -> set[int]:
     """Set what re-encoding changes (REFERENCE.md section 2) on ``ds``, Pixel Data aside; return
@@ -89,8 +95,9 @@ def edit_for_output(
             ds.ImageType = image_type if len(image_type) > 1 else image_type[0]
             changed.add(0x00080008)
         old_uid = str(ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
-        changed |= mark_lossy_derivation(ds, method=codec.method, ratio=ratio, source_sop_instance=old_uid,
-                                         was_original=was_original)
+        changed |= mark_lossy_derivation(
+            ds, method=codec.method, ratio=ratio, source_sop_instance=old_uid, was_original=was_original
+        )
         new_uid = derived_uid(old_uid or source_id, settings_fingerprint, uid_root)
         ds.SOPInstanceUID = new_uid
         ds.file_meta.MediaStorageSOPInstanceUID = UID(new_uid)
@@ -124,8 +131,15 @@ def write_encapsulated(
     elem.VR = "OB"
     elem.is_undefined_length = True
     # Without a UID to derive from, the source bytes stand in, so distinct files never collide.
-    changed |= edit_for_output(ds, codec, photometric=photometric, ratio=ratio, settings_fingerprint=settings_fingerprint,
-                               source_id=f"sha256:{hashlib.sha256(source).hexdigest()}", uid_root=uid_root)
+    changed |= edit_for_output(
+        ds,
+        codec,
+        photometric=photometric,
+        ratio=ratio,
+        settings_fingerprint=settings_fingerprint,
+        source_id=f"sha256:{hashlib.sha256(source).hexdigest()}",
+        uid_root=uid_root,
+    )
     if not extended:
         spliced = splice_part10(ds, source, source_syntax, changed)
         if spliced is not None:

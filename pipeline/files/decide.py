@@ -116,7 +116,9 @@ def decide(ds: Any, codec: FrameCodec, *, transfer_syntax: str, pixel_data: bool
     if ts == codec.transfer_syntax:
         return Keep(f"already in the asked transfer syntax ({ts.name})")
     if ts.is_compressed and ts not in LOSSLESS_COMPRESSED:
-        return Keep(f"already lossy-compressed ({ts.name}): not re-encoded, which would add a second generation of loss")
+        return Keep(
+            f"already lossy-compressed ({ts.name}): not re-encoded, which would add a second generation of loss"
+        )
     try:
         layout = FrameLayout.of(ds, transfer_syntax)
         codec.check(layout.spec)
@@ -134,6 +136,8 @@ def pixel_data_size_error(layout: FrameLayout, frames: int, available: int) -> s
     """Why native Pixel Data of ``available`` bytes cannot hold ``frames`` frames, if it cannot."""
     needed = layout.frame_bytes * frames
     if available < needed:
-        return (f"malformed DICOM: Pixel Data holds {available:,} bytes, but {frames} frame(s) of "
-                f"{layout.rows}x{layout.columns}x{layout.samples_per_pixel} at {layout.bits_allocated} bits need {needed:,}")
+        return (
+            f"malformed DICOM: Pixel Data holds {available:,} bytes, but {frames} frame(s) of "
+            f"{layout.rows}x{layout.columns}x{layout.samples_per_pixel} at {layout.bits_allocated} bits need {needed:,}"
+        )
     return None

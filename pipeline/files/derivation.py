@@ -141,8 +141,9 @@ def _frame_types_derived(groups: Any) -> bool:
     return changed
 
 
-def mark_lossy_derivation(ds: Dataset, *, method: str, ratio: float, source_sop_instance: str,
-                          was_original: bool) -> set[int]:
+def mark_lossy_derivation(
+    ds: Dataset, *, method: str, ratio: float, source_sop_instance: str, was_original: bool
+) -> set[int]:
     """Add the derivation of one lossy compression to ``ds`` (before its SOP Instance UID is
     replaced: ``source_sop_instance`` is the original's); return the top-level tags set or removed."""
     text = description(method, ratio)

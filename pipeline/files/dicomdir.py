@@ -34,7 +34,11 @@ def stale_directory_warnings(outcomes: list[FileOutcome]) -> list[str]:
         stale = uid_changed = 0
         for ref_path, uid, _ts in d.directory_refs:
             target = next(
-                (by_path[k] for k in (posixpath.normpath(posixpath.join(f, ref_path)).casefold() for f in folders) if k in by_path),
+                (
+                    by_path[k]
+                    for k in (posixpath.normpath(posixpath.join(f, ref_path)).casefold() for f in folders)
+                    if k in by_path
+                ),
                 None,
             )
             if target is None or target.action != "compressed":

@@ -46,7 +46,9 @@ def run_task(task: FileTask | FrameTask, settings: CompressionSettings, codec: F
     return process_file(task.obj.path, task.data, settings, codec)
 
 
-def _serve(jobs: Connection, results: Connection, settings: CompressionSettings, inherited: tuple[Connection, ...] = ()) -> None:
+def _serve(
+    jobs: Connection, results: Connection, settings: CompressionSettings, inherited: tuple[Connection, ...] = ()
+) -> None:
     from pipeline.codec import codec_for
 
     # Forked with copies of the parent's ends of its pipes (this encoder's and earlier encoders'):
@@ -95,7 +97,9 @@ class _Encoder:
     With the sender off the main thread, the main thread always drains results.
     """
 
-    def __init__(self, ctx: mp.context.ForkContext, settings: CompressionSettings, others: tuple[Connection, ...] = ()) -> None:
+    def __init__(
+        self, ctx: mp.context.ForkContext, settings: CompressionSettings, others: tuple[Connection, ...] = ()
+    ) -> None:
         # Two one-way pipes (not one socketpair): a pipe's buffer can be widened (see _widen).
         job_out, self.jobs = ctx.Pipe(duplex=False)
         self.results, result_in = ctx.Pipe(duplex=False)
@@ -166,7 +170,9 @@ def process_items(
     yield from _Pool(settings, encoders, budget_bytes).run(items)
 
 
-def process_files(jobs: Iterable[tuple[str, bytes]], settings: CompressionSettings, encoders: int = 1) -> Iterator[FileOutcome]:
+def process_files(
+    jobs: Iterable[tuple[str, bytes]], settings: CompressionSettings, encoders: int = 1
+) -> Iterator[FileOutcome]:
     """Outcomes of whole files, in order (the small-file path alone; tests and the bench use it)."""
     from pipeline.study.listing import StudyObject
 
@@ -179,8 +185,14 @@ def process_files(jobs: Iterable[tuple[str, bytes]], settings: CompressionSettin
 def _failed(task: Task, why: str) -> FileOutcome | FrameResult:
     if isinstance(task, FrameTask):
         return FrameResult(task.index, failed="encode", detail=f"{why} on this frame")
-    return FileOutcome(path=task.obj.path, action="kept", bytes_in=len(task.data), data=task.data, warning=True,
-                       reason=f"{why} on this file (kept as-is)")
+    return FileOutcome(
+        path=task.obj.path,
+        action="kept",
+        bytes_in=len(task.data),
+        data=task.data,
+        warning=True,
+        reason=f"{why} on this file (kept as-is)",
+    )
 
 
 class _Pool:

@@ -14,8 +14,22 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 #: Maximum length of one value, in bytes (PS3.5 Table 6.2-1).
-_MAX_VALUE = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "LT": 10240,
-              "PN": 64 * 3 + 2, "SH": 16, "ST": 1024, "TM": 14, "UI": 64}
+_MAX_VALUE = {
+    "AE": 16,
+    "AS": 4,
+    "CS": 16,
+    "DA": 8,
+    "DS": 16,
+    "DT": 26,
+    "IS": 12,
+    "LO": 64,
+    "LT": 10240,
+    "PN": 64 * 3 + 2,
+    "SH": 16,
+    "ST": 1024,
+    "TM": 14,
+    "UI": 64,
+}
 
 
 def _too_long(vr: str, raw: bytes) -> bool:

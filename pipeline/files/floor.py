@@ -41,7 +41,9 @@ def asked_range_psnr(stats: FrameStats) -> float:
     return range_psnr(FrameStats(stats.samples, stats.asked_squared_error, low=stats.low, high=stats.high))
 
 
-def hold_floor(pixels: np.ndarray, spec: FrameSpec, codec: FrameCodec, floor: float, first: FrameStats) -> tuple[bytes, FrameStats]:
+def hold_floor(
+    pixels: np.ndarray, spec: FrameSpec, codec: FrameCodec, floor: float, first: FrameStats
+) -> tuple[bytes, FrameStats]:
     """A codestream of ``pixels`` at or above ``floor``, given that the asked encoding (measured
     as ``first``) fell below it; the returned stats say what it took."""
     offset = 20 * math.log10((2**spec.bits_stored - 1) / max(first.high - first.low, 1))

@@ -211,8 +211,15 @@ def measure(source: np.ndarray, decoded: np.ndarray) -> FrameStats:
     return stats
 
 
-def encode_frame(index: int, data: bytes | memoryview, layout: FrameLayout, codec: FrameCodec, *, verify: bool,
-                 floor: float | None = None) -> FrameResult:
+def encode_frame(
+    index: int,
+    data: bytes | memoryview,
+    layout: FrameLayout,
+    codec: FrameCodec,
+    *,
+    verify: bool,
+    floor: float | None = None,
+) -> FrameResult:
     """Decode one stored frame, encode it, and (when asked, or to hold a lossy codec to the
     quality ``floor``) decode the codestream and compare. Never raises: a failure is the
     result's ``failed`` step."""
@@ -244,8 +251,12 @@ def encode_frame(index: int, data: bytes | memoryview, layout: FrameLayout, code
             try:
                 codestream, stats = hold_floor(pixels, layout.spec, codec, floor, stats)
             except Exception as exc:
-                return FrameResult(index, failed="encode", detail=f"re-encoding for the quality floor: {describe_error(exc)}")
+                return FrameResult(
+                    index, failed="encode", detail=f"re-encoding for the quality floor: {describe_error(exc)}"
+                )
     lossless = not codec.lossy or stats.lossless_frames > 0
     if lossless and stats.differing:
-        return FrameResult(index, failed="verify", detail=f"lossless output differs from the source in {stats.differing} samples")
+        return FrameResult(
+            index, failed="verify", detail=f"lossless output differs from the source in {stats.differing} samples"
+        )
     return FrameResult(index, codestream, stats, seconds=(t1 - t0, time.perf_counter() - t1))

@@ -112,8 +112,12 @@ def _read_deflated(reader: SeekableReader, preamble: bytes | None, file_meta: An
     from pydicom.filereader import read_dataset
 
     stream = InflatingReader(reader)
-    body = read_dataset(Bounded(stream, limit), is_implicit_VR=False, is_little_endian=True,  # type: ignore[arg-type]
-                        stop_when=lambda tag, vr, length: tag == PIXEL_DATA)
+    body = read_dataset(
+        Bounded(stream, limit),  # type: ignore[arg-type]
+        is_implicit_VR=False,
+        is_little_endian=True,
+        stop_when=lambda tag, vr, length: tag == PIXEL_DATA,
+    )
     ds = FileDataset("", body, preamble=preamble, file_meta=file_meta, is_implicit_VR=False, is_little_endian=True)
     ds.set_original_encoding(False, True, body._character_set if hasattr(body, "_character_set") else None)
     return Header(ds, DEFLATED, _pixel_element(stream, True, False), stream, True, False)
@@ -144,8 +148,11 @@ def read_trailer(stream: Any, header: Header, limit: int = HEADER_LIMIT) -> Any:
     from pydicom.filereader import read_dataset
 
     try:
-        return read_dataset(Bounded(stream, limit), is_implicit_VR=header.implicit_vr,  # type: ignore[arg-type]
-                            is_little_endian=header.little_endian)
+        return read_dataset(
+            Bounded(stream, limit),  # type: ignore[arg-type]
+            is_implicit_VR=header.implicit_vr,
+            is_little_endian=header.little_endian,
+        )
     except _TooLarge:
         raise HeaderError(f"more than {limit:,} bytes after Pixel Data: kept as-is") from None
     except Exception as exc:

@@ -39,9 +39,7 @@ def load_libraries(codec: FrameCodec) -> None:
     codec.load()
 
 
-def process_file(
-    path: str, data: bytes, settings: CompressionSettings, codec: FrameCodec | None = None
-) -> FileOutcome:
+def process_file(path: str, data: bytes, settings: CompressionSettings, codec: FrameCodec | None = None) -> FileOutcome:
     """Decide and do what happens to one file. Never raises for bad input: it is kept instead."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -105,8 +103,14 @@ def _kept(path: str, data: bytes, why: Keep, parsed: Parsed | None) -> FileOutco
 
 
 def _compressed(
-    path: str, data: bytes, parsed: Parsed, made: Transcoded, verification: dict[str, Any],
-    settings: CompressionSettings, *, read_seconds: float,
+    path: str,
+    data: bytes,
+    parsed: Parsed,
+    made: Transcoded,
+    verification: dict[str, Any],
+    settings: CompressionSettings,
+    *,
+    read_seconds: float,
 ) -> FileOutcome:
     ratio = made.pixel_bytes_in / made.pixel_bytes_out
     return FileOutcome(

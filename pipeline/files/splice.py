@@ -25,34 +25,34 @@ _HEAD = struct.Struct("<HH2sH")
 _U32 = struct.Struct("<I")
 
 
-class _Layout(Exception):
+class LayoutError(Exception):
     """The source is not laid out the way a byte copy needs."""
 
 
 def _element_end(buf: bytes, pos: int) -> tuple[int, int]:
     """(tag, end offset) of the explicit VR little endian element starting at ``pos``."""
     if pos + 8 > len(buf):
-        raise _Layout("truncated element header")
+        raise LayoutError("truncated element header")
     group, elem, vr, short_len = _HEAD.unpack_from(buf, pos)
     tag = group << 16 | elem
     if tag in (_ITEM, _ITEM_END, _SEQ_END):
-        raise _Layout("delimiter where an element was expected")
+        raise LayoutError("delimiter where an element was expected")
     if vr in _LONG_VRS:
         if pos + 12 > len(buf):
-            raise _Layout("truncated element header")
+            raise LayoutError("truncated element header")
         length, start = _U32.unpack_from(buf, pos + 8)[0], pos + 12
     elif vr.isalpha() and vr.isupper():
         length, start = short_len, pos + 8
     else:
-        raise _Layout("not explicit VR")
+        raise LayoutError("not explicit VR")
     if length != _UNDEFINED:
         end = start + length
     elif vr == b"SQ":
         end = _sequence_end(buf, start)
     else:  # UN (implicit VR inside) or encapsulated pixel data: not in an uncompressed source
-        raise _Layout("undefined length outside a sequence")
+        raise LayoutError("undefined length outside a sequence")
     if end > len(buf):
-        raise _Layout("element runs past the end of the file")
+        raise LayoutError("element runs past the end of the file")
     return tag, end
 
 
@@ -60,20 +60,20 @@ def _sequence_end(buf: bytes, pos: int) -> int:
     """Offset just past the delimiter of an undefined-length sequence whose items start at ``pos``."""
     while True:
         if pos + 8 > len(buf):
-            raise _Layout("unterminated sequence")
+            raise LayoutError("unterminated sequence")
         group, elem = struct.unpack_from("<HH", buf, pos)
         tag, length = group << 16 | elem, _U32.unpack_from(buf, pos + 4)[0]
         if tag == _SEQ_END:
             return pos + 8
         if tag != _ITEM:
-            raise _Layout("sequence holds something other than items")
+            raise LayoutError("sequence holds something other than items")
         pos += 8
         if length != _UNDEFINED:
             pos += length
             continue
         while True:  # an undefined-length item: elements until the item delimiter
             if pos + 8 > len(buf):
-                raise _Layout("unterminated item")
+                raise LayoutError("unterminated item")
             group, elem = struct.unpack_from("<HH", buf, pos)
             if group << 16 | elem == _ITEM_END:
                 pos += 8
@@ -89,10 +89,10 @@ def top_level_spans(source: bytes) -> list[tuple[int, int, int]]:
         tag, end = _element_end(source, pos)
         if tag >> 16 != 0x0002:
             if spans and tag <= spans[-1][0]:
-                raise _Layout("elements out of order")
+                raise LayoutError("elements out of order")
             spans.append((tag, pos, end))
         elif spans:
-            raise _Layout("file meta element after the dataset started")
+            raise LayoutError("file meta element after the dataset started")
         pos = end
     return spans
 
@@ -106,7 +106,7 @@ def splice_part10(ds: FileDataset, source: bytes, source_syntax: str, changed: s
         return None
     try:
         spans = top_level_spans(source)
-    except _Layout:
+    except LayoutError:
         return None
     source_tags = {tag for tag, _, _ in spans}
     present = {int(tag) for tag in ds.keys()}

@@ -149,7 +149,9 @@ def _frames(obj: StudyObject, header: Header, decision: Transcode) -> Iterator[F
                 break
             yield FrameTask(obj, index, data, layout)
     except Exception as exc:
-        raise _Truncated(f"malformed DICOM: encapsulated frame {index + 2} of {count} unreadable: {describe_error(exc)}") from exc
+        raise _Truncated(
+            f"malformed DICOM: encapsulated frame {index + 2} of {count} unreadable: {describe_error(exc)}"
+        ) from exc
     if index + 1 < count:
         raise _Truncated(f"malformed DICOM: {index + 1} encapsulated frame(s), Number of Frames says {count}")
     _skip_to_sequence_end(stream)

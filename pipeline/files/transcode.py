@@ -39,7 +39,9 @@ class Transcoded:
         return sum(len(c) for c in self.codestreams)
 
 
-def transcode(ds: Any, data: bytes, decision: Transcode, settings: CompressionSettings, codec: FrameCodec) -> Transcoded:
+def transcode(
+    ds: Any, data: bytes, decision: Transcode, settings: CompressionSettings, codec: FrameCodec
+) -> Transcoded:
     """Encode every frame of ``ds`` (parsed from ``data``) and write the encapsulated output."""
     from pipeline.files.dataset import write_encapsulated
 
@@ -77,7 +79,11 @@ def stored_frames_or_keep(ds: Any, layout: FrameLayout, frames: int) -> Sequence
 
 
 def encode_frames(
-    stored: Sequence[bytes | memoryview], layout: FrameLayout, settings: CompressionSettings, codec: FrameCodec, frames: int
+    stored: Sequence[bytes | memoryview],
+    layout: FrameLayout,
+    settings: CompressionSettings,
+    codec: FrameCodec,
+    frames: int,
 ) -> list[FrameResult]:
     results = []
     for index, frame in enumerate(stored):

@@ -46,7 +46,9 @@ def summarise(stats: FrameStats, *, bits_stored: int, lossless: bool) -> dict[st
     }
 
 
-def floor_entry(stats: FrameStats, settings: CompressionSettings, *, frames: int, ratio: float) -> dict[str, Any] | None:
+def floor_entry(
+    stats: FrameStats, settings: CompressionSettings, *, frames: int, ratio: float
+) -> dict[str, Any] | None:
     """What the quality floor did to one object, for the record (``None``: no floor in force)."""
     floor = settings.floor
     if floor is None:
@@ -95,7 +97,9 @@ def verify_output(made: Transcoded) -> dict[str, Any]:
     except VerificationFailed as exc:
         raise keep(f"verification failed, original kept: {exc}", warning=True) from exc
     except Exception as exc:
-        raise keep(f"verification could not decode the output, original kept: {describe_error(exc)}", warning=True) from exc
+        raise keep(
+            f"verification could not decode the output, original kept: {describe_error(exc)}", warning=True
+        ) from exc
     made.timings["verify"] = time.perf_counter() - t0
     return verification
 
@@ -108,7 +112,11 @@ def check_container(out: bytes, codestreams: list[bytes], layout: FrameLayout) -
 
     ds = dcmread(BytesIO(out))
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    if (int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) != (layout.rows, layout.columns, layout.samples_per_pixel):
+    if (int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) != (
+        layout.rows,
+        layout.columns,
+        layout.samples_per_pixel,
+    ):
         raise VerificationFailed("the written header does not describe the encoded image")
     found = list(generate_frames(ds.PixelData, number_of_frames=nframes, extended_offsets=extended_offsets(ds)))
     if len(found) != nframes or nframes != len(codestreams):

@@ -35,8 +35,12 @@ def pixel_guard(remaining: Remaining | None, encoders: int) -> Callable[[StudyOb
     def check(obj: StudyObject, pixel_bytes: int) -> None:
         if pixel_bytes <= obj.size:
             return
-        fail_if_too_slow(pixel_bytes, encoders, remaining,
-                         f"{obj.path} holds {pixel_bytes:,} bytes of pixel data in {obj.size:,} file bytes")
+        fail_if_too_slow(
+            pixel_bytes,
+            encoders,
+            remaining,
+            f"{obj.path} holds {pixel_bytes:,} bytes of pixel data in {obj.size:,} file bytes",
+        )
 
     return check
 

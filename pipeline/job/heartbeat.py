@@ -34,8 +34,17 @@ class Heartbeat:
         self._last = moment
         goal = self.plan.target
         study, output = goal.locations()
-        self.store.put(goal.record_key, processing_record(
-            study=study, output=output, done=done, total=total, heartbeat=now(), started=self.started,
-            fingerprint=self.plan.fingerprint, settings=self.plan.settings.describe(),
-        ))
+        self.store.put(
+            goal.record_key,
+            processing_record(
+                study=study,
+                output=output,
+                done=done,
+                total=total,
+                heartbeat=now(),
+                started=self.started,
+                fingerprint=self.plan.fingerprint,
+                settings=self.plan.settings.describe(),
+            ),
+        )
         self.lock.refresh()  # still alive

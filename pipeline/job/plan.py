@@ -63,7 +63,7 @@ class StudyPlan:
 
 
 def study_path(trigger: StudyTrigger, cfg: ServiceConfig) -> str:
-    return trigger.study_prefix[len(cfg.source_prefix):].rstrip("/")
+    return trigger.study_prefix[len(cfg.source_prefix) :].rstrip("/")
 
 
 def output_keys(cfg: ServiceConfig, study_path: str, manifest: Manifest | None) -> tuple[str, str]:
@@ -103,7 +103,10 @@ def plan_study(s3: Any, goal: Target, *, last_attempt: bool) -> StudyPlan:
     objects, _ = source.list()
     selected, ignored, problems = select(manifest, objects)
     if problems:
-        message = f"study incomplete: {len(problems)} file(s) listed in manifest.json not present as listed: " + "; ".join(problems[:20])
+        message = (
+            f"study incomplete: {len(problems)} file(s) listed in manifest.json not present as listed: "
+            + "; ".join(problems[:20])
+        )
         if last_attempt:
             raise StudyFailed("IncompleteStudy", message[:2000], dead_letter=True)
         raise RetryLater(message[:300])

@@ -74,7 +74,9 @@ def _compress(plan: StudyPlan, remaining_ms: Callable[[], int] | None) -> dict[s
     goal, cfg = plan.target, plan.target.cfg
     encoders = cfg.encoders or available_cpus()
     deadline.check_before_run(plan.study.objects, remaining_ms, encoders)
-    lock = StudyLock(s3, cfg.target_bucket, goal.lock_key, fingerprint=plan.fingerprint, stale_seconds=cfg.lock_stale_seconds)
+    lock = StudyLock(
+        s3, cfg.target_bucket, goal.lock_key, fingerprint=plan.fingerprint, stale_seconds=cfg.lock_stale_seconds
+    )
     lock.acquire()
     store = RecordStore(s3, cfg.target_bucket)
     sink = MultipartSink(s3, cfg.target_bucket, goal.zip_key)
@@ -96,8 +98,14 @@ def _compress(plan: StudyPlan, remaining_ms: Callable[[], int] | None) -> dict[s
             heartbeat(done, total)
 
         progress(0, len(plan.study.objects))  # the "processing" record exists from the start
-        run = compress_study(plan.study, sink, plan.settings, encoders=encoders, progress=progress,
-                             on_pixels=deadline.pixel_guard(remaining_ms, encoders))
+        run = compress_study(
+            plan.study,
+            sink,
+            plan.settings,
+            encoders=encoders,
+            progress=progress,
+            on_pixels=deadline.pixel_guard(remaining_ms, encoders),
+        )
         sink.complete()
         return _succeeded(plan, run, started, store, s3)
     except BaseException:
@@ -127,8 +135,13 @@ def _succeeded(plan: StudyPlan, run: Any, started: str, store: RecordStore, s3: 
     publish(client("events"), cfg.event_bus_name, event_detail(record, study=study, output=output))
     logger.info(
         "study compressed",
-        extra={"study": goal.trigger.study_prefix, "status": record["status"], "files": record["totals"]["files"],
-               "ratio": record["totals"]["ratio"], "seconds": record["timings"]["total"]},
+        extra={
+            "study": goal.trigger.study_prefix,
+            "status": record["status"],
+            "files": record["totals"]["files"],
+            "ratio": record["totals"]["ratio"],
+            "seconds": record["timings"]["total"],
+        },
     )
     return record
 
@@ -144,11 +157,19 @@ def _finished_already(store: RecordStore, plan: StudyPlan) -> dict[str, Any] | N
         return {**existing, "duplicate": True}
     if goal.manifest and goal.manifest.overwrite_existing:
         return None
-    return fail(goal, "OutputExists", f"output exists: {goal.zip_key} was made from other inputs "
-                "(set overwriteExisting: true in manifest.json to replace it)", write_record=False, fingerprint=plan.fingerprint)
+    return fail(
+        goal,
+        "OutputExists",
+        f"output exists: {goal.zip_key} was made from other inputs "
+        "(set overwriteExisting: true in manifest.json to replace it)",
+        write_record=False,
+        fingerprint=plan.fingerprint,
+    )
 
 
-def fail(known: Target, code: str, message: str, *, write_record: bool = True, fingerprint: str | None = None) -> dict[str, Any]:
+def fail(
+    known: Target, code: str, message: str, *, write_record: bool = True, fingerprint: str | None = None
+) -> dict[str, Any]:
     """Record (unless a finished record is there) and announce a failure, with what is known."""
     s3 = client("s3")
     study, output = known.locations()

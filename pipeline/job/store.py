@@ -24,7 +24,9 @@ def read_manifest(s3: Any, trigger: StudyTrigger) -> Manifest | None:
             return None
         raise
     if head["ContentLength"] > MAX_MANIFEST_BYTES:
-        raise StudyFailed("InvalidManifest", f"manifest.json is {head['ContentLength']:,} bytes; the limit is {MAX_MANIFEST_BYTES:,}")
+        raise StudyFailed(
+            "InvalidManifest", f"manifest.json is {head['ContentLength']:,} bytes; the limit is {MAX_MANIFEST_BYTES:,}"
+        )
     raw = s3.get_object(Bucket=trigger.bucket, Key=key)["Body"].read()
     try:
         return parse_manifest(raw)

@@ -12,7 +12,17 @@ from typing import Any
 SOURCE = "dicom.compression"
 COMPRESSED = "Study Compressed"
 FAILED = "Study Compression Failed"
-_TOTAL_KEYS = ("files", "compressed", "kept", "fileWarnings", "bytesIn", "bytesOut", "ratio", "pixelRatio", "floorInterventions")
+_TOTAL_KEYS = (
+    "files",
+    "compressed",
+    "kept",
+    "fileWarnings",
+    "bytesIn",
+    "bytesOut",
+    "ratio",
+    "pixelRatio",
+    "floorInterventions",
+)
 
 
 def event_detail(record: dict[str, Any], *, study: dict[str, str], output: dict[str, str]) -> dict[str, Any]:
@@ -29,7 +39,9 @@ def event_detail(record: dict[str, Any], *, study: dict[str, str], output: dict[
         detail["totals"] = {k: record["totals"][k] for k in _TOTAL_KEYS if k in record["totals"]}
     if record.get("verification"):
         v = record["verification"]
-        detail["verification"] = {k: v.get(k) for k in ("bitExact", "lossy", "minPsnrDb", "minRangePsnrDb", "maxAbsError")}
+        detail["verification"] = {
+            k: v.get(k) for k in ("bitExact", "lossy", "minPsnrDb", "minRangePsnrDb", "maxAbsError")
+        }
     detail["error"] = record.get("error")
     detail["warningCount"] = len(record.get("warnings") or [])
     return detail

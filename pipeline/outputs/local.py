@@ -51,15 +51,21 @@ def write_local_outputs(
             write_local_report(record, study.source, zip_path)
         if not run.outcomes:
             record = failed_record(
-                name=study.source.name, location=study.source.location, settings=settings.describe(),
-                error="the study folder holds no files", code="EmptyStudy",
+                name=study.source.name,
+                location=study.source.location,
+                settings=settings.describe(),
+                error="the study folder holds no files",
+                code="EmptyStudy",
             )
             zip_path.unlink(missing_ok=True)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         record = failed_record(
-            name=study.source.name, location=study.source.location, settings=settings.describe(),
-            error=describe_error(exc), code="CompressionError",
+            name=study.source.name,
+            location=study.source.location,
+            settings=settings.describe(),
+            error=describe_error(exc),
+            code="CompressionError",
         )
     write_json_atomic(record_path, record)
     return record

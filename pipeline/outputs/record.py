@@ -87,8 +87,12 @@ def build_record(run: StudyRun, *, output: dict[str, Any], extra: dict[str, Any]
         "warnings": run.warnings + [f"{o.path}: {o.reason}" for o in run.outcomes if o.warning],
         "files": [o.to_record() for o in run.outcomes],
         "ignored": [{"path": i.path, "reason": i.reason} for i in run.study.ignored],
-        "timings": {**run.timings, "encoders": run.encoders, "spooledBytes": run.spooled_bytes,
-                    "memoryBudget": run.budget.describe() if run.budget else None},
+        "timings": {
+            **run.timings,
+            "encoders": run.encoders,
+            "spooledBytes": run.spooled_bytes,
+            "memoryBudget": run.budget.describe() if run.budget else None,
+        },
         "startedAt": run.started_at,
         "finishedAt": run.finished_at,
         "software": software_versions(),
@@ -98,7 +102,13 @@ def build_record(run: StudyRun, *, output: dict[str, Any], extra: dict[str, Any]
 
 
 def failed_record(
-    *, name: str, location: str, settings: dict[str, Any] | None, error: str, code: str, extra: dict[str, Any] | None = None
+    *,
+    name: str,
+    location: str,
+    settings: dict[str, Any] | None,
+    error: str,
+    code: str,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record of a study that could not be compressed; ``error`` must be free of patient data."""
     record: dict[str, Any] = {
@@ -114,8 +124,15 @@ def failed_record(
 
 
 def processing_record(
-    *, study: dict[str, str], output: dict[str, str], done: int, total: int, heartbeat: str, started: str,
-    fingerprint: str, settings: dict[str, Any] | None,
+    *,
+    study: dict[str, str],
+    output: dict[str, str],
+    done: int,
+    total: int,
+    heartbeat: str,
+    started: str,
+    fingerprint: str,
+    settings: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The record while a study is being compressed: how far it is, refreshed by the heartbeat."""
     return {
@@ -137,21 +154,23 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         lines.append(f"error: {record['error']['code']}: {record['error']['message']}")
         return lines
     t, v, o = record["totals"], record["verification"], record["output"]
-    lines.append(
-        f"files: {t['files']} ({t['compressed']} compressed, {t['kept']} kept as-is, {t['ignored']} ignored)"
-    )
-    lines.append(
-        f"bytes: {t['bytesIn']:,} in -> {t['bytesOut']:,} ZIP (x{t['ratio']}); pixel data x{t['pixelRatio']}"
-    )
+    lines.append(f"files: {t['files']} ({t['compressed']} compressed, {t['kept']} kept as-is, {t['ignored']} ignored)")
+    lines.append(f"bytes: {t['bytesIn']:,} in -> {t['bytesOut']:,} ZIP (x{t['ratio']}); pixel data x{t['pixelRatio']}")
     if v["enabled"]:
-        lossy = f", lossy {v['lossy']} (PSNR min {v['minPsnrDb']} dB, mean {v['meanPsnrDb']} dB, max error {v['maxAbsError']})" if v["lossy"] else ""
+        lossy = (
+            f", lossy {v['lossy']} (PSNR min {v['minPsnrDb']} dB, mean {v['meanPsnrDb']} dB, max error {v['maxAbsError']})"
+            if v["lossy"]
+            else ""
+        )
         lines.append(f"verified: bit-exact {v['bitExact']}{lossy}")
     floor = (record.get("settings") or {}).get("minPsnrDb")
     if floor:
         touched = [f for f in record["files"] if (f.get("floor") or {}).get("action") in ("reencoded", "lossless")]
         lossless = sum(1 for f in touched if f["floor"]["action"] == "lossless")
-        lines.append(f"quality floor {floor:g} dB range-PSNR: {len(touched)} image(s) re-encoded to meet it"
-                     f" ({lossless} lossless); lowest range-PSNR {v.get('minRangePsnrDb')} dB")
+        lines.append(
+            f"quality floor {floor:g} dB range-PSNR: {len(touched)} image(s) re-encoded to meet it"
+            f" ({lossless} lossless); lowest range-PSNR {v.get('minRangePsnrDb')} dB"
+        )
     lines.append(f"zip: {o.get('path') or o.get('key')} sha256 {o['sha256'][:16]}…")
     lines.append(f"time: {record['timings']['total']} s with {record['timings']['encoders']} encoder(s)")
     for w in record["warnings"][:10]:

@@ -34,7 +34,9 @@ def write_local_report(record: dict[str, Any], source: StudySource, zip_path: Pa
     return path
 
 
-def put_s3_report(record: dict[str, Any], source: StudySource, s3: Any, bucket: str, zip_key: str, zip_size: int) -> str | None:
+def put_s3_report(
+    record: dict[str, Any], source: StudySource, s3: Any, bucket: str, zip_key: str, zip_size: int
+) -> str | None:
     """The report next to the record in S3, reading the ZIP back by ranged GETs (only its
     directory and the entries shown); its key goes into ``record["output"]["reportKey"]``."""
     from pipeline.report import build_report, report_name

@@ -89,7 +89,9 @@ class MultipartSink:
     def complete(self) -> None:
         """Upload what is left and make the object visible."""
         if self._thread is None:  # small output: one plain PUT is atomic too
-            self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer), ContentType="application/zip")
+            self.s3.put_object(
+                Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer), ContentType="application/zip"
+            )
             return
         if self._buffer:
             self._flush_part(bytes(self._buffer))

@@ -89,9 +89,14 @@ def _whole_below(record: Mapping[str, Any]) -> int:
     return value if isinstance(value, int) and value > 0 else WHOLE_BELOW
 
 
-def build_report(record: Mapping[str, Any], source: StudySource,
-                 archive: str | os.PathLike[str] | SeekableReader | zipfile.ZipFile, *, limits: Limits = Limits(),
-                 allow_burned_in: bool = False) -> bytes:
+def build_report(
+    record: Mapping[str, Any],
+    source: StudySource,
+    archive: str | os.PathLike[str] | SeekableReader | zipfile.ZipFile,
+    *,
+    limits: Limits = Limits(),
+    allow_burned_in: bool = False,
+) -> bytes:
     """The report of a compressed study as UTF-8 HTML.
 
     ``record`` is the study's final result record (the fields it lacks are left out of the
@@ -109,9 +114,19 @@ def build_report(record: Mapping[str, Any], source: StudySource,
     left = limits.image_bytes
     with _zip(archive) as zf:
         for s in _worst_first(series)[: limits.series]:
-            shown = [render_panel(label, image, source, objects, zf, max_side=limits.thumbnail,
-                                  whole_below=whole_below, allow_burned_in=allow_burned_in)
-                     for label, image in s.picks()]
+            shown = [
+                render_panel(
+                    label,
+                    image,
+                    source,
+                    objects,
+                    zf,
+                    max_side=limits.thumbnail,
+                    whole_below=whole_below,
+                    allow_burned_in=allow_burned_in,
+                )
+                for label, image in s.picks()
+            ]
             cost = sum(p.size for p in shown)
             if cost > left:
                 for p in shown:

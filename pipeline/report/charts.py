@@ -79,22 +79,32 @@ def quality_chart(series: Series, floor: float | None, shown: Iterable[str] = ()
     def y_ratio(value: float) -> float:
         return _TOP + plot_h * (1 - value / ratio_high)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
-             f'role="img" aria-label="{escape(label)} and ratio per image of {escape(series.folder)}">',
-             f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#d1d5db"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        f'role="img" aria-label="{escape(label)} and ratio per image of {escape(series.folder)}">',
+        f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#d1d5db"/>',
+    ]
     if measures:
         for tick in db_ticks:
             ty = y_db(tick)
-            parts.append(f'<line x1="{_LEFT}" y1="{ty:.1f}" x2="{_LEFT + plot_w}" y2="{ty:.1f}" stroke="#eef0f3"/>'
-                         f'<text x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end" class="tick">{_fmt(tick)}</text>')
+            parts.append(
+                f'<line x1="{_LEFT}" y1="{ty:.1f}" x2="{_LEFT + plot_w}" y2="{ty:.1f}" stroke="#eef0f3"/>'
+                f'<text x="{_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end" class="tick">{_fmt(tick)}</text>'
+            )
     for tick in ratio_ticks:
-        parts.append(f'<text x="{_LEFT + plot_w + 6}" y="{y_ratio(tick) + 4:.1f}" class="tick ratio">{_fmt(tick)}</text>')
+        parts.append(
+            f'<text x="{_LEFT + plot_w + 6}" y="{y_ratio(tick) + 4:.1f}" class="tick ratio">{_fmt(tick)}</text>'
+        )
     if ratios:
-        parts.append(_polyline(((x(p), y_ratio(r)) for p, _, r in points if r is not None), stroke=_RATIO, stroke_width="1.5"))
+        parts.append(
+            _polyline(((x(p), y_ratio(r)) for p, _, r in points if r is not None), stroke=_RATIO, stroke_width="1.5")
+        )
     if floor is not None and measures:
         fy = y_db(floor)
-        parts.append(f'<line x1="{_LEFT}" y1="{fy:.1f}" x2="{_LEFT + plot_w}" y2="{fy:.1f}" stroke="{_FLOOR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
-                     f'<text x="{_LEFT + plot_w - 4}" y="{fy - 4:.1f}" text-anchor="end" class="tick" fill="{_FLOOR}">floor {_fmt(floor)} dB</text>')
+        parts.append(
+            f'<line x1="{_LEFT}" y1="{fy:.1f}" x2="{_LEFT + plot_w}" y2="{fy:.1f}" stroke="{_FLOOR}" stroke-width="1.5" stroke-dasharray="6 4"/>'
+            f'<text x="{_LEFT + plot_w - 4}" y="{fy - 4:.1f}" text-anchor="end" class="tick" fill="{_FLOOR}">floor {_fmt(floor)} dB</text>'
+        )
     for pos, image, ratio in points:
         m = image.measure
         if m is None:
@@ -104,13 +114,21 @@ def quality_chart(series: Series, floor: float | None, shown: Iterable[str] = ()
         value = "bit-exact" if math.isinf(m) else f"{m:.1f} dB"
         ratio_text = f", {ratio:.1f}:1" if ratio is not None else ""
         ring = ' stroke="#111" stroke-width="2"' if image.path in shown else ""
-        parts.append(f'<circle cx="{x(pos):.1f}" cy="{cy:.1f}" r="{4.5 if ring else 3}" fill="{colour}"{ring}>'
-                     f"<title>{escape(image.path)}: {value}{ratio_text}</title></circle>")
-    parts.append(f'<text x="{_LEFT - 40}" y="{_TOP + plot_h / 2:.1f}" transform="rotate(-90 {_LEFT - 40} {_TOP + plot_h / 2:.1f})" '
-                 f'text-anchor="middle" class="axis" fill="{_POINT}">{escape(label) if measures else "bit-exact"}</text>')
-    parts.append(f'<text x="{WIDTH - 12}" y="{_TOP + plot_h / 2:.1f}" transform="rotate(90 {WIDTH - 12} {_TOP + plot_h / 2:.1f})" '
-                 f'text-anchor="middle" class="axis" fill="#6b7280">ratio (:1)</text>')
+        parts.append(
+            f'<circle cx="{x(pos):.1f}" cy="{cy:.1f}" r="{4.5 if ring else 3}" fill="{colour}"{ring}>'
+            f"<title>{escape(image.path)}: {value}{ratio_text}</title></circle>"
+        )
+    parts.append(
+        f'<text x="{_LEFT - 40}" y="{_TOP + plot_h / 2:.1f}" transform="rotate(-90 {_LEFT - 40} {_TOP + plot_h / 2:.1f})" '
+        f'text-anchor="middle" class="axis" fill="{_POINT}">{escape(label) if measures else "bit-exact"}</text>'
+    )
+    parts.append(
+        f'<text x="{WIDTH - 12}" y="{_TOP + plot_h / 2:.1f}" transform="rotate(90 {WIDTH - 12} {_TOP + plot_h / 2:.1f})" '
+        f'text-anchor="middle" class="axis" fill="#6b7280">ratio (:1)</text>'
+    )
     binned = f", worst of every {math.ceil(len(images) / max_points)} shown" if len(points) < len(images) else ""
-    parts.append(f'<text x="{_LEFT + plot_w / 2:.1f}" y="{HEIGHT - 8}" text-anchor="middle" class="axis">'
-                 f"images in order (1 to {len(images)}{binned})</text></svg>")
+    parts.append(
+        f'<text x="{_LEFT + plot_w / 2:.1f}" y="{HEIGHT - 8}" text-anchor="middle" class="axis">'
+        f"images in order (1 to {len(images)}{binned})</text></svg>"
+    )
     return "".join(parts)

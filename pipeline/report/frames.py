@@ -116,7 +116,9 @@ def frame_from_stream(reader: SeekableReader, index: int | None = None) -> Frame
     return Frame(_as_rgb(layout.decode(data), layout.photometric), ds, index, count)
 
 
-def source_frame(source: StudySource, obj: StudyObject, index: int | None = None, *, whole_below: int = WHOLE_BELOW) -> Frame:
+def source_frame(
+    source: StudySource, obj: StudyObject, index: int | None = None, *, whole_below: int = WHOLE_BELOW
+) -> Frame:
     """Frame ``index`` of a study object: read whole when small, else header + that frame."""
     if obj.size <= whole_below:
         return frame_from_bytes(source.read(obj), index)

@@ -80,20 +80,35 @@ def _header(record: Mapping[str, Any], floor: float | None) -> str:
     mode = settings.get("mode")
     rate = f", rate {_num(settings.get('rate'), 0)}" if mode == "lossy" and settings.get("rate") is not None else ""
     floor_text = f", quality floor {_num(floor)} dB range-PSNR" if floor is not None else ", no quality floor"
-    when = f' <span class="muted">\u00b7 finished {escape(str(record["finishedAt"]))}</span>' if record.get("finishedAt") else ""
-    return (f"<h1>Compression quality report</h1>"
-            f'<p><span class="path">{escape(str(name))}</span> \u00b7 <span class="{status_class}">{escape(status)}</span>{when}<br>'
-            f"{escape(str(mode or ''))} {escape(str(settings.get('codec', '')))}{escape(rate)}{escape(floor_text)}"
-            f"{'' if settings.get('verify', True) else ', not verified'}</p>")
+    when = (
+        f' <span class="muted">\u00b7 finished {escape(str(record["finishedAt"]))}</span>'
+        if record.get("finishedAt")
+        else ""
+    )
+    return (
+        f"<h1>Compression quality report</h1>"
+        f'<p><span class="path">{escape(str(name))}</span> \u00b7 <span class="{status_class}">{escape(status)}</span>{when}<br>'
+        f"{escape(str(mode or ''))} {escape(str(settings.get('codec', '')))}{escape(rate)}{escape(floor_text)}"
+        f"{'' if settings.get('verify', True) else ', not verified'}</p>"
+    )
 
 
 def _totals(record: Mapping[str, Any]) -> str:
     t, v = record.get("totals") or {}, record.get("verification") or {}
     rows = [
-        ("files", f"{_int(t.get('files'))}: {_int(t.get('compressed'))} compressed, {_int(t.get('kept'))} kept as-is, "
-                  f"{_int(t.get('ignored'))} ignored; {_int(t.get('fileWarnings'))} with a warning"),
-        ("bytes", f"{_bytes(t.get('bytesIn'))} in \u2192 {_bytes(t.get('bytesOut'))} ZIP (ratio {_num(t.get('ratio'))}:1)"),
-        ("pixel data", f"{_bytes(t.get('pixelBytesIn'))} \u2192 {_bytes(t.get('pixelBytesOut'))} (ratio {_num(t.get('pixelRatio'))}:1)"),
+        (
+            "files",
+            f"{_int(t.get('files'))}: {_int(t.get('compressed'))} compressed, {_int(t.get('kept'))} kept as-is, "
+            f"{_int(t.get('ignored'))} ignored; {_int(t.get('fileWarnings'))} with a warning",
+        ),
+        (
+            "bytes",
+            f"{_bytes(t.get('bytesIn'))} in \u2192 {_bytes(t.get('bytesOut'))} ZIP (ratio {_num(t.get('ratio'))}:1)",
+        ),
+        (
+            "pixel data",
+            f"{_bytes(t.get('pixelBytesIn'))} \u2192 {_bytes(t.get('pixelBytesOut'))} (ratio {_num(t.get('pixelRatio'))}:1)",
+        ),
     ]
     if v.get("enabled", True):
         check = f"{_int(v.get('bitExact'))} bit-exact, {_int(v.get('lossy'))} lossy"
@@ -105,7 +120,12 @@ def _totals(record: Mapping[str, Any]) -> str:
     else:
         rows.append(("verified", "no (verification was off)"))
     if "floorInterventions" in t:
-        rows.append(("quality floor", f"{_int(t.get('floorInterventions'))} image(s) changed to meet it (re-encoded or made lossless)"))
+        rows.append(
+            (
+                "quality floor",
+                f"{_int(t.get('floorInterventions'))} image(s) changed to meet it (re-encoded or made lossless)",
+            )
+        )
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(val)}</td></tr>" for k, val in rows)
     return f'<h2>Study totals</h2><table class="totals">{body}</table>'
 
@@ -123,17 +143,32 @@ def _series_table(series: Sequence[Series], detailed: set[str], floor: float | N
         link = f'<a href="#s{i}">{name}</a>' if s.folder in detailed else name
         low = " bad" if floor is not None and worst is not None and worst < floor else ""
         ratio_text = f"{min(ratios):.1f}\u2013{max(ratios):.1f}" if ratios else "\u2013"
-        cells = [f'<td class="path">{link}</td>', f'<td class="n">{len(s.images):,}</td>', f'<td class="n{low}">{_db(worst)}</td>',
-                 f'<td class="n">{_db(s.median.measure)}</td>', f'<td class="n">{ratio_text}</td>']
+        cells = [
+            f'<td class="path">{link}</td>',
+            f'<td class="n">{len(s.images):,}</td>',
+            f'<td class="n{low}">{_db(worst)}</td>',
+            f'<td class="n">{_db(s.median.measure)}</td>',
+            f'<td class="n">{ratio_text}</td>',
+        ]
         if with_floor:
             count = sum(1 for im in s.images if (im.floor or {}).get("action") in FLOOR_COLOURS)
             cells.append(f'<td class="n">{count or ""}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    head = ['<th>folder</th>', '<th class="n">images</th>', '<th class="n">worst</th>', '<th class="n">median</th>',
-            '<th class="n">ratio (:1)</th>'] + (['<th class="n">changed by the floor</th>'] if with_floor else [])
-    note = "" if len(detailed) >= len(series) else (
-        f'<p class="muted">The {len(detailed)} series with the lowest quality are shown in detail below (linked).</p>')
-    return (f'<h2>Series</h2><table class="list"><tr>{"".join(head)}</tr>{_rows(rows, limit, len(head), "series")}</table>{note}')
+    head = [
+        "<th>folder</th>",
+        '<th class="n">images</th>',
+        '<th class="n">worst</th>',
+        '<th class="n">median</th>',
+        '<th class="n">ratio (:1)</th>',
+    ] + (['<th class="n">changed by the floor</th>'] if with_floor else [])
+    note = (
+        ""
+        if len(detailed) >= len(series)
+        else (
+            f'<p class="muted">The {len(detailed)} series with the lowest quality are shown in detail below (linked).</p>'
+        )
+    )
+    return f'<h2>Series</h2><table class="list"><tr>{"".join(head)}</tr>{_rows(rows, limit, len(head), "series")}</table>{note}'
 
 
 #: The floor's decisions in words.
@@ -157,13 +192,21 @@ def _floor(record: Mapping[str, Any], floor: float | None, limit: int) -> str:
     for f in files:
         action = FLOOR_ACTIONS.get(str(f["floor"].get("action")), str(f["floor"].get("action")))
         counts[action] = counts.get(action, 0) + 1
-    summary = ", ".join(f"{n:,} {escape(action)}" for action, n in sorted(counts.items())) or "no image measured against it"
-    rows = [f'<tr><td class="path">{escape(str(f["path"]))}</td>'
-            f'<td>{escape(FLOOR_ACTIONS.get(str(f["floor"].get("action")), str(f["floor"].get("action"))))}</td>'
-            f'<td>{escape(str(f["floor"].get("detail") or ""))}</td></tr>'
-            for f in files if f["floor"].get("action") not in ("met", "off")]
-    table = (_table("<tr><th>file</th><th>decision</th><th>detail</th></tr>", rows, limit, 3, "decisions")
-             if rows else '<p class="muted">Every image met the floor at the asked rate.</p>')
+    summary = (
+        ", ".join(f"{n:,} {escape(action)}" for action, n in sorted(counts.items())) or "no image measured against it"
+    )
+    rows = [
+        f'<tr><td class="path">{escape(str(f["path"]))}</td>'
+        f"<td>{escape(FLOOR_ACTIONS.get(str(f['floor'].get('action')), str(f['floor'].get('action'))))}</td>"
+        f"<td>{escape(str(f['floor'].get('detail') or ''))}</td></tr>"
+        for f in files
+        if f["floor"].get("action") not in ("met", "off")
+    ]
+    table = (
+        _table("<tr><th>file</th><th>decision</th><th>detail</th></tr>", rows, limit, 3, "decisions")
+        if rows
+        else '<p class="muted">Every image met the floor at the asked rate.</p>'
+    )
     head = f"Floor {_num(floor)} dB range-PSNR" if floor is not None else "Floor"
     return f"<h2>Quality floor</h2><p>{escape(head)}: {summary}.</p>{table}"
 
@@ -174,16 +217,20 @@ def _figure(uri: str | None, panel: Panel, what: str, caption: str) -> str:
         body = f'<div class="none" style="width:{panel.width}px;height:{panel.height}px">{escape(caption)}</div>'
         return f"<figure>{body}<figcaption>{escape(what)}</figcaption></figure>"
     pixelated = ' class="px"' if panel.enlarged else ""
-    return (f'<figure><img{pixelated} src="{uri}" {size} alt="{escape(what)}">'
-            f"<figcaption>{escape(what)}{': ' + escape(caption) if caption else ''}</figcaption></figure>")
+    return (
+        f'<figure><img{pixelated} src="{uri}" {size} alt="{escape(what)}">'
+        f"<figcaption>{escape(what)}{': ' + escape(caption) if caption else ''}</figcaption></figure>"
+    )
 
 
 def _panel(panel: Panel) -> str:
     im = panel.image
-    facts = [f"range-PSNR {_num(im.range_psnr)} dB" if im.range_psnr is not None else "",
-             "bit-exact" if im.bit_exact else (f"PSNR {_num(im.psnr)} dB" if im.psnr is not None else ""),
-             f"max error {_int(im.max_error)}" if im.max_error is not None else "",
-             f"ratio {_num(im.ratio)}:1" if im.ratio is not None else ""]
+    facts = [
+        f"range-PSNR {_num(im.range_psnr)} dB" if im.range_psnr is not None else "",
+        "bit-exact" if im.bit_exact else (f"PSNR {_num(im.psnr)} dB" if im.psnr is not None else ""),
+        f"max error {_int(im.max_error)}" if im.max_error is not None else "",
+        f"ratio {_num(im.ratio)}:1" if im.ratio is not None else "",
+    ]
     where = f"frame {panel.frame + 1} of {panel.frames}" if panel.frames > 1 else ""
     floor = im.floor or {}
     action = FLOOR_ACTIONS.get(str(floor.get("action")), str(floor.get("action")))
@@ -196,20 +243,29 @@ def _panel(panel: Panel) -> str:
         return f'<div class="pick">{head}<p class="muted">pixels not drawn: {escape(panel.withheld)}.</p></div>'
     if panel.images_omitted:
         return f'<div class="pick">{head}<p class="muted">images left out to keep the report small</p></div>'
-    trio = (_figure(panel.original, panel, "original", panel.window)
-            + _figure(panel.compressed, panel, "compressed", "same window")
-            + (_figure(panel.difference, panel, difference_caption(panel), "") if panel.difference
-               else _figure(None, panel, "difference", difference_caption(panel))))
+    trio = (
+        _figure(panel.original, panel, "original", panel.window)
+        + _figure(panel.compressed, panel, "compressed", "same window")
+        + (
+            _figure(panel.difference, panel, difference_caption(panel), "")
+            if panel.difference
+            else _figure(None, panel, "difference", difference_caption(panel))
+        )
+    )
     return f'<div class="pick">{head}<div class="trio">{trio}</div></div>'
 
 
 def _legend(floor: float | None) -> str:
-    items = ['<span><i class="dot" style="background:#1d4ed8"></i>image quality (left axis)</span>',
-             '<span><i class="dot" style="background:#9ca3af"></i>ratio (right axis)</span>',
-             '<span><i class="dot" style="background:#fff;border:2px solid #111"></i>shown below</span>']
+    items = [
+        '<span><i class="dot" style="background:#1d4ed8"></i>image quality (left axis)</span>',
+        '<span><i class="dot" style="background:#9ca3af"></i>ratio (right axis)</span>',
+        '<span><i class="dot" style="background:#fff;border:2px solid #111"></i>shown below</span>',
+    ]
     if floor is not None:
-        items[2:2] = ['<span><i class="dot" style="background:#d97706"></i>re-encoded to meet the floor</span>',
-                      '<span><i class="dot" style="background:#059669"></i>made lossless by the floor</span>']
+        items[2:2] = [
+            '<span><i class="dot" style="background:#d97706"></i>re-encoded to meet the floor</span>',
+            '<span><i class="dot" style="background:#059669"></i>made lossless by the floor</span>',
+        ]
         items.append('<span style="color:#dc2626">- - floor</span>')
     return f'<p class="legend">{"".join(items)}</p>'
 
@@ -225,50 +281,73 @@ def _kept(record: Mapping[str, Any], limit: int) -> str:
     ignored = record.get("ignored") or []
     out = "<h2>Files kept as-is</h2>"
     if kept:
-        rows = [f'<tr><td class="path">{escape(str(f["path"]))}</td><td class="n">{_bytes(f.get("bytesIn"))}</td>'
-                f'<td>{"<span class=bad>warning</span> " if f.get("warning") else ""}{escape(str(f.get("reason") or ""))}</td></tr>'
-                for f in kept]
+        rows = [
+            f'<tr><td class="path">{escape(str(f["path"]))}</td><td class="n">{_bytes(f.get("bytesIn"))}</td>'
+            f"<td>{'<span class=bad>warning</span> ' if f.get('warning') else ''}{escape(str(f.get('reason') or ''))}</td></tr>"
+            for f in kept
+        ]
         out += _table('<tr><th>file</th><th class="n">size</th><th>reason</th></tr>', rows, limit, 3, "files")
     else:
         out += '<p class="muted">None: every file was re-encoded.</p>'
     if ignored:
-        rows = [f'<tr><td class="path">{escape(str(i.get("path")))}</td><td>{escape(str(i.get("reason") or ""))}</td></tr>' for i in ignored]
-        out += f'<h3>Not part of the study</h3>{_table("", rows, limit, 2, "objects")}'
+        rows = [
+            f'<tr><td class="path">{escape(str(i.get("path")))}</td><td>{escape(str(i.get("reason") or ""))}</td></tr>'
+            for i in ignored
+        ]
+        out += f"<h3>Not part of the study</h3>{_table('', rows, limit, 2, 'objects')}"
     per_file = {f"{f['path']}: {f.get('reason')}" for f in kept if f.get("warning")}
     study_warnings = [w for w in record.get("warnings") or [] if w not in per_file]
     if study_warnings:
         rows = [f"<tr><td>{escape(str(w))}</td></tr>" for w in study_warnings]
-        out += f'<h3>Study warnings</h3>{_table("", rows, limit, 1, "warnings")}'
+        out += f"<h3>Study warnings</h3>{_table('', rows, limit, 1, 'warnings')}"
     return out
 
 
 def _footer(record: Mapping[str, Any]) -> str:
     version = (record.get("software") or {}).get("pipeline")
-    return ('<h2>How to read this</h2><p class="muted">Range-PSNR is 20\u00b7log10 of the source image\'s value range '
-            "(max \u2212 min over all its frames) over the RMSE of the compressed one; unlike PSNR against the bit depth's "
-            "full scale, it does not flatter images that use a small part of that range. Per folder, the worst image "
-            "(lowest range-PSNR) and the median one are shown, the middle frame of a multi-frame object, as thumbnails: "
-            "original and compressed through the same window, and the difference amplified by the stated factor "
-            "(black = no error; MONOCHROME1 is shown inverted, as a viewer shows it). "
-            "Images enlarged to fit are drawn with square pixels. Secondary captures, ultrasound and dose or screen "
-            "images are measured but not drawn: their pixels often show names or dates. "
-            "All measurements are over the whole object."
-            + (f" Pipeline {escape(str(version))}." if version else "") + "</p>")
+    return (
+        '<h2>How to read this</h2><p class="muted">Range-PSNR is 20\u00b7log10 of the source image\'s value range '
+        "(max \u2212 min over all its frames) over the RMSE of the compressed one; unlike PSNR against the bit depth's "
+        "full scale, it does not flatter images that use a small part of that range. Per folder, the worst image "
+        "(lowest range-PSNR) and the median one are shown, the middle frame of a multi-frame object, as thumbnails: "
+        "original and compressed through the same window, and the difference amplified by the stated factor "
+        "(black = no error; MONOCHROME1 is shown inverted, as a viewer shows it). "
+        "Images enlarged to fit are drawn with square pixels. Secondary captures, ultrasound and dose or screen "
+        "images are measured but not drawn: their pixels often show names or dates. "
+        "All measurements are over the whole object."
+        + (f" Pipeline {escape(str(version))}." if version else "")
+        + "</p>"
+    )
 
 
-def render_page(record: Mapping[str, Any], series: Sequence[Series], panels: Mapping[str, Sequence[Panel]], *,
-                rows: int, chart_points: int) -> str:
+def render_page(
+    record: Mapping[str, Any],
+    series: Sequence[Series],
+    panels: Mapping[str, Sequence[Panel]],
+    *,
+    rows: int,
+    chart_points: int,
+) -> str:
     """The whole page. ``panels`` maps the folders shown in detail to their picked images."""
     floor = floor_db(record)
-    sections = [_series_section(i, s, panels[s.folder], floor, chart_points) for i, s in enumerate(series) if s.folder in panels]
-    detail = (f"<h2>Series in detail</h2>{_legend(floor)}{''.join(sections)}" if sections else "")
-    return "".join([
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">',
-        f"<title>Compression quality report</title><style>{STYLE}</style></head><body><main>",
-        _header(record, floor), _totals(record), _floor(record, floor, rows), _series_table(series, set(panels), floor, rows),
-        detail, _kept(record, rows), _footer(record), "</main></body></html>\n",
-    ])
-
+    sections = [
+        _series_section(i, s, panels[s.folder], floor, chart_points) for i, s in enumerate(series) if s.folder in panels
+    ]
+    detail = f"<h2>Series in detail</h2>{_legend(floor)}{''.join(sections)}" if sections else ""
+    return "".join(
+        [
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            '<meta name="referrer" content="no-referrer"><link rel="icon" href="data:,">',
+            f"<title>Compression quality report</title><style>{STYLE}</style></head><body><main>",
+            _header(record, floor),
+            _totals(record),
+            _floor(record, floor, rows),
+            _series_table(series, set(panels), floor, rows),
+            detail,
+            _kept(record, rows),
+            _footer(record),
+            "</main></body></html>\n",
+        ]
+    )

@@ -117,8 +117,15 @@ def view_for(ds: Any, frame: int, pixels: np.ndarray) -> View:
             low, high = float(values.min()), float(values.max())
         width = max(high - low, 1.0)
         window, window_from = ((low + high) / 2 + 0.5, width + 1), "data"
-    return View(colour=False, slope=slope, intercept=intercept, center=window[0], width=window[1],
-                invert=photometric == "MONOCHROME1", window_from=window_from)
+    return View(
+        colour=False,
+        slope=slope,
+        intercept=intercept,
+        center=window[0],
+        width=window[1],
+        invert=photometric == "MONOCHROME1",
+        window_from=window_from,
+    )
 
 
 def display(pixels: np.ndarray, view: View) -> np.ndarray:
@@ -189,7 +196,9 @@ def shrink(frame: np.ndarray, factor: int) -> np.ndarray:
     """The frame shrunk ``factor`` times by area mean, as float32 (edge rows and columns that do
     not fill a block are dropped: fewer than ``factor`` pixels)."""
     columns = frame.shape[1] - frame.shape[1] % factor
-    return np.concatenate([_pooled(frame[top:end], factor, columns, "mean") for top, end in _row_blocks(frame.shape[0], factor)])
+    return np.concatenate(
+        [_pooled(frame[top:end], factor, columns, "mean") for top, end in _row_blocks(frame.shape[0], factor)]
+    )
 
 
 def shrink_difference(original: np.ndarray, compressed: np.ndarray, factor: int) -> np.ndarray:

@@ -70,8 +70,17 @@ def _uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def render_panel(label: str, image: Image, source: StudySource, objects: dict[str, StudyObject],
-                 archive: zipfile.ZipFile, *, max_side: int, whole_below: int, allow_burned_in: bool = False) -> Panel:
+def render_panel(
+    label: str,
+    image: Image,
+    source: StudySource,
+    objects: dict[str, StudyObject],
+    archive: zipfile.ZipFile,
+    *,
+    max_side: int,
+    whole_below: int,
+    allow_burned_in: bool = False,
+) -> Panel:
     """The panel of ``image``: its middle frame from the study and from the ZIP."""
     panel = Panel(label, image)
     obj = objects.get(image.path)
@@ -87,7 +96,9 @@ def render_panel(label: str, image: Image, source: StudySource, objects: dict[st
             return panel
         compressed = archive_frame(archive, image.entry, original.index)
         if compressed.pixels.shape != original.pixels.shape:
-            raise FrameReadError(f"the compressed frame is {compressed.pixels.shape}, the original {original.pixels.shape}")
+            raise FrameReadError(
+                f"the compressed frame is {compressed.pixels.shape}, the original {original.pixels.shape}"
+            )
         rows, columns = original.pixels.shape[:2]
         factor = shrink_factor(rows, columns, max_side)
         small_original, small_compressed = shrink(original.pixels, factor), shrink(compressed.pixels, factor)

@@ -10,7 +10,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.config import MAX_MIN_PSNR, MAX_RATE, CompressionSettings, SettingsError
 
@@ -18,8 +18,18 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 MAX_METADATA_BYTES = 16 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_FIELDS = {"compressionRate", "mode", "codec", "outputFilename", "overwriteExisting", "files", "metadata", "verify",
-           "minPsnrDb", "report"}
+_FIELDS = {
+    "compressionRate",
+    "mode",
+    "codec",
+    "outputFilename",
+    "overwriteExisting",
+    "files",
+    "metadata",
+    "verify",
+    "minPsnrDb",
+    "report",
+}
 
 
 class ManifestError(ValueError):
@@ -36,8 +46,8 @@ class ManifestFile:
 @dataclass(frozen=True)
 class Manifest:
     compression_rate: float | None = None
-    mode: str | None = None
-    codec: str | None = None
+    mode: Literal["lossy", "lossless"] | None = None
+    codec: Literal["j2k", "htj2k"] | None = None
     verify: bool | None = None
     min_psnr: float | None = None
     report: bool = False
@@ -49,7 +59,10 @@ class Manifest:
     def settings(self, base: CompressionSettings) -> CompressionSettings:
         try:
             return base.with_overrides(
-                rate=self.compression_rate, mode=self.mode, codec=self.codec, verify=self.verify,  # type: ignore[arg-type]
+                rate=self.compression_rate,
+                mode=self.mode,
+                codec=self.codec,
+                verify=self.verify,
                 min_psnr=self.min_psnr,
             )
         except SettingsError as exc:
@@ -83,8 +96,11 @@ def _reject_constant(name: str) -> None:
 
 
 def _safe_relative(path: str) -> bool:
-    return bool(path) and not path.startswith("/") and "\\" not in path and all(
-        part not in ("", ".", "..") for part in path.split("/")
+    return (
+        bool(path)
+        and not path.startswith("/")
+        and "\\" not in path
+        and all(part not in ("", ".", "..") for part in path.split("/"))
     )
 
 
@@ -194,7 +210,11 @@ def _files(items: Any) -> tuple[ManifestFile, ...]:
         if not isinstance(item, dict) or set(item) - {"path", "size", "sha256"}:
             raise ManifestError(f"files[{i}] must be an object with path, size and optional sha256")
         path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
-        if not isinstance(path, str) or not _safe_relative(path) or (posixpath.basename(path) == "manifest.json" and "/" not in path):
+        if (
+            not isinstance(path, str)
+            or not _safe_relative(path)
+            or (posixpath.basename(path) == "manifest.json" and "/" not in path)
+        ):
             raise ManifestError(f"files[{i}].path must be a relative path inside the study folder")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ManifestError(f"files[{i}].size must be an integer >= 0")

@@ -34,8 +34,10 @@ class S3StudySource(StudySource):
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for item in page.get("Contents", []):
-                rel = item["Key"][len(self.prefix):]
-                objects.append(StudyObject(rel, int(item["Size"]), locator=item["Key"], version=item.get("ETag", "").strip('"')))
+                rel = item["Key"][len(self.prefix) :]
+                objects.append(
+                    StudyObject(rel, int(item["Size"]), locator=item["Key"], version=item.get("ETag", "").strip('"'))
+                )
         return objects, []
 
     def open(self, obj: StudyObject) -> ObjectReader:
@@ -89,7 +91,9 @@ class RangedReader(ObjectReader):
         end = min(self.size, start + self.block) - 1
         data: bytes = self.source._get(self.obj, f"bytes={start}-{end}").read()
         if len(data) != end - start + 1:
-            raise SourceError(f"cannot read {self.obj.path}: a ranged read returned {len(data):,} of {end - start + 1:,} bytes")
+            raise SourceError(
+                f"cannot read {self.obj.path}: a ranged read returned {len(data):,} of {end - start + 1:,} bytes"
+            )
         return data
 
     def _block(self, index: int) -> bytes:

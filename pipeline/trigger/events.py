@@ -89,7 +89,7 @@ def _parse_record(record: object, *, bucket: str, source_prefix: str) -> StudyTr
         return Dropped("object is not a study marker")
     if posixpath.dirname(key) + "/" == source_prefix:
         return Dropped("marker directly under the source prefix: a study needs its own folder")
-    if any(part in ("", ".", "..") for part in key[len(source_prefix):].split("/")):
+    if any(part in ("", ".", "..") for part in key[len(source_prefix) :].split("/")):
         return Dropped("marker key has empty, '.' or '..' path segments")
     size = s3["object"].get("size")
     return StudyTrigger(

@@ -82,9 +82,7 @@ def _is_current(pkg: Package) -> bool:
 def _package(arch: str) -> None:
     cmd = ["make", "-f", "deploy.mk", "package", f"ARCH={arch}"]
     print(f"\n[deploy tests] packaging {arch}: {' '.join(cmd)}", flush=True)
-    proc = subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, timeout=PACKAGE_TIMEOUT_S
-    )
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=PACKAGE_TIMEOUT_S)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-6000:]
         pytest.fail(f"`{' '.join(cmd)}` failed with exit {proc.returncode}:\n{tail}", pytrace=False)

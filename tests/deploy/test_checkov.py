@@ -47,10 +47,13 @@ FIXED = {
 @pytest.fixture(scope="session")
 def checkov() -> Path:
     if not CHECKOV.is_file():
-        proc = subprocess.run(["make", "-f", "deploy.mk", "checkov-install"], cwd=REPO,
-                              capture_output=True, text=True, timeout=1200)
+        proc = subprocess.run(
+            ["make", "-f", "deploy.mk", "checkov-install"], cwd=REPO, capture_output=True, text=True, timeout=1200
+        )
         if proc.returncode != 0:
-            pytest.fail(f"make -f deploy.mk checkov-install failed:\n{(proc.stdout + proc.stderr)[-4000:]}", pytrace=False)
+            pytest.fail(
+                f"make -f deploy.mk checkov-install failed:\n{(proc.stdout + proc.stderr)[-4000:]}", pytrace=False
+            )
     return CHECKOV
 
 
@@ -70,8 +73,10 @@ def report(checkov: Path, packages) -> dict[str, dict]:
     out: dict[str, dict] = {"summary": results["summary"]}
     for arch, pkg in packages.items():
         template = pkg.template_path.resolve()
-        out[arch] = {kind: [c for c in results["results"][kind] if (REPO / c["file_abs_path"]).resolve() == template]
-                     for kind in ("passed_checks", "failed_checks", "skipped_checks")}
+        out[arch] = {
+            kind: [c for c in results["results"][kind] if (REPO / c["file_abs_path"]).resolve() == template]
+            for kind in ("passed_checks", "failed_checks", "skipped_checks")
+        }
     return out
 
 
@@ -85,8 +90,10 @@ def test_no_finding(report: dict, arch: str) -> None:
 
 @pytest.mark.parametrize("arch", ["arm64", "x86_64"])
 def test_every_suppression_is_listed_and_has_its_reason(report: dict, arch: str) -> None:
-    skipped = {(c["check_id"], c["resource"]): c["check_result"].get("suppress_comment") or ""
-               for c in report[arch]["skipped_checks"]}
+    skipped = {
+        (c["check_id"], c["resource"]): c["check_result"].get("suppress_comment") or ""
+        for c in report[arch]["skipped_checks"]
+    }
     assert set(skipped) == set(SUPPRESSED)
     for key, reason in skipped.items():
         assert SUPPRESSED[key] in reason, (key, reason)

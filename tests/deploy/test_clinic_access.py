@@ -27,6 +27,7 @@ from typing import Any
 
 import boto3
 import pytest
+
 from tests.helpers.cloudformation import ACCOUNT, STACK, Stack, allowed_pairs
 
 POLICY = "ClinicUploaderPolicy"
@@ -34,8 +35,7 @@ TAG = "${aws:PrincipalTag/clinic}"
 DATA_BUCKET = f"{STACK}-data-{ACCOUNT}-us-east-1"
 KMS_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 UPLOAD_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
-TAG_GUARD = {"StringLike": {"aws:PrincipalTag/clinic": "?*"},
-             "StringNotLike": {"aws:PrincipalTag/clinic": "*/*"}}
+TAG_GUARD = {"StringLike": {"aws:PrincipalTag/clinic": "?*"}, "StringNotLike": {"aws:PrincipalTag/clinic": "*/*"}}
 
 
 def statements(stack: Stack) -> list[dict]:
@@ -74,12 +74,14 @@ def test_allowed_list_rejects_anything_else() -> None:
     """The comparison above is exact: a widened or extra grant is not in the list."""
     base = clinic_allowed(DATA_BUCKET, DATA_BUCKET)
     data = f"arn:aws:s3:::{DATA_BUCKET}"
-    for extra in [("s3:GetObject", f"{data}/incoming/{TAG}/*"),
-                  ("s3:PutObject", f"{data}/compressed/{TAG}/*"),
-                  ("s3:PutObject", f"{data}/incoming/*"),
-                  ("s3:GetObject", f"{data}/compressed/*"),
-                  ("s3:DeleteObject", f"{data}/incoming/{TAG}/*"),
-                  ("s3:ListBucketMultipartUploads", data)]:
+    for extra in [
+        ("s3:GetObject", f"{data}/incoming/{TAG}/*"),
+        ("s3:PutObject", f"{data}/compressed/{TAG}/*"),
+        ("s3:PutObject", f"{data}/incoming/*"),
+        ("s3:GetObject", f"{data}/compressed/*"),
+        ("s3:DeleteObject", f"{data}/incoming/{TAG}/*"),
+        ("s3:ListBucketMultipartUploads", data),
+    ]:
         assert extra not in base, extra
 
 
@@ -90,8 +92,10 @@ def test_every_statement_requires_the_tag_and_listing_only_the_clinics_prefixes(
     assert set(by_sid) == {"UploadOwnStudies", "ReadOwnOutputs", "ListOwnStudies", "ListOwnOutputs"}
     for sid in ("UploadOwnStudies", "ReadOwnOutputs"):
         assert by_sid[sid]["Condition"] == TAG_GUARD, sid
-    for sid, bucket, prefix in [("ListOwnStudies", data_bucket, "incoming/"),
-                                ("ListOwnOutputs", target_bucket, "compressed/")]:
+    for sid, bucket, prefix in [
+        ("ListOwnStudies", data_bucket, "incoming/"),
+        ("ListOwnOutputs", target_bucket, "compressed/"),
+    ]:
         st = by_sid[sid]
         assert st["Resource"] == f"arn:aws:s3:::{bucket}"
         assert st["Condition"] == {
@@ -101,7 +105,9 @@ def test_every_statement_requires_the_tag_and_listing_only_the_clinics_prefixes(
 
 
 def test_kms_only_with_the_key_and_only_through_s3(templates) -> None:
-    (st,) = [s for s in statements(Stack(templates["arm64"], BucketKmsKeyArn=KMS_KEY)) if s["Sid"] == "UseBucketKeyViaS3"]
+    (st,) = [
+        s for s in statements(Stack(templates["arm64"], BucketKmsKeyArn=KMS_KEY)) if s["Sid"] == "UseBucketKeyViaS3"
+    ]
     assert st["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
 
 
@@ -111,11 +117,14 @@ def test_policy_arn_is_an_output(templates) -> None:
     assert stack.props(POLICY)["ManagedPolicyName"] == f"{STACK}-clinic-uploader"
 
 
-@pytest.mark.parametrize("study_path, manifest", [
-    ("clinic-a/study-1", None),
-    ("clinic-a/2025-08-27/study-1", None),
-    ("clinic-a/study-1", b'{"outputFilename": "renamed.zip"}'),
-])
+@pytest.mark.parametrize(
+    "study_path, manifest",
+    [
+        ("clinic-a/study-1", None),
+        ("clinic-a/2025-08-27/study-1", None),
+        ("clinic-a/study-1", b'{"outputFilename": "renamed.zip"}'),
+    ],
+)
 def test_a_clinics_outputs_land_under_its_own_prefix(study_path: str, manifest: bytes | None) -> None:
     """The worker's output layout is what the policy lets the clinic read (a study is a
     folder inside the clinic's folder; presign refuses the clinic's folder itself)."""
@@ -147,11 +156,17 @@ class ClinicAws:
         """An S3 client signed with the access key of a new user holding ``document``."""
         self.iam.create_user(UserName=name, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
         if document is not None:
-            arn = self.iam.create_policy(PolicyName=f"{name}-uploader", PolicyDocument=json.dumps(document))["Policy"]["Arn"]
+            arn = self.iam.create_policy(PolicyName=f"{name}-uploader", PolicyDocument=json.dumps(document))["Policy"][
+                "Arn"
+            ]
             self.iam.attach_user_policy(UserName=name, PolicyArn=arn)
         key = self.iam.create_access_key(UserName=name)["AccessKey"]
-        return boto3.client("s3", region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
-                                 aws_secret_access_key=key["SecretAccessKey"])
+        return boto3.client(
+            "s3",
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
 
     def clinic(self, clinic: str) -> Any:
         return self.user(clinic, instantiate(self.document, clinic), {"clinic": clinic})
@@ -184,6 +199,7 @@ def denied(call: Any, **kwargs: Any) -> bool:
 
 def test_clinic_uploads_a_study_and_reads_only_its_own_outputs(aws: ClinicAws) -> None:
     from moto.core import enable_iam_authentication
+
     from pipeline.job.config import ServiceConfig
     from pipeline.job.plan import output_keys
 
@@ -198,15 +214,24 @@ def test_clinic_uploads_a_study_and_reads_only_its_own_outputs(aws: ClinicAws) -
         # Clinic A uploads its study: plain PUTs, a multipart upload, one it aborts, the marker.
         a.put_object(Bucket=DATA_BUCKET, Key=study + "CT1/0001.dcm", Body=b"DICM-1")
         upload = a.create_multipart_upload(Bucket=DATA_BUCKET, Key=study + "CT1/0002.dcm")["UploadId"]
-        etag = a.upload_part(Bucket=DATA_BUCKET, Key=study + "CT1/0002.dcm", UploadId=upload, PartNumber=1, Body=part)["ETag"]
+        etag = a.upload_part(Bucket=DATA_BUCKET, Key=study + "CT1/0002.dcm", UploadId=upload, PartNumber=1, Body=part)[
+            "ETag"
+        ]
         assert len(a.list_parts(Bucket=DATA_BUCKET, Key=study + "CT1/0002.dcm", UploadId=upload)["Parts"]) == 1
-        a.complete_multipart_upload(Bucket=DATA_BUCKET, Key=study + "CT1/0002.dcm", UploadId=upload,
-                                    MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]})
+        a.complete_multipart_upload(
+            Bucket=DATA_BUCKET,
+            Key=study + "CT1/0002.dcm",
+            UploadId=upload,
+            MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]},
+        )
         dropped = a.create_multipart_upload(Bucket=DATA_BUCKET, Key=study + "CT1/0003.dcm")["UploadId"]
         a.abort_multipart_upload(Bucket=DATA_BUCKET, Key=study + "CT1/0003.dcm", UploadId=dropped)
         a.put_object(Bucket=DATA_BUCKET, Key=study + "manifest.json", Body=b"{}")
         assert [o["Key"] for o in a.list_objects_v2(Bucket=DATA_BUCKET, Prefix=study)["Contents"]] == [
-            study + "CT1/0001.dcm", study + "CT1/0002.dcm", study + "manifest.json"]
+            study + "CT1/0001.dcm",
+            study + "CT1/0002.dcm",
+            study + "manifest.json",
+        ]
 
     # The worker (its own role: test_deploy_iam.py) writes both clinics' outputs.
     for key in (a_zip, a_record, b_zip):
@@ -261,6 +286,7 @@ def _like(pattern: str, value: str) -> bool:
 def iam_allows(sts: list[dict], action: str, resource: str, tags: dict[str, str], context: dict[str, str]) -> bool:
     """Whether one Allow statement matches: actions, resources, policy variables from the
     principal's tags (a missing tag matches nothing), StringLike / StringNotLike."""
+
     def resolve(text: str) -> str | None:
         if TAG in text:
             return text.replace(TAG, tags["clinic"]) if "clinic" in tags else None
@@ -291,32 +317,38 @@ BUCKET_ARN = f"arn:aws:s3:::{DATA_BUCKET}"
 A = {"clinic": "clinic-a"}
 
 
-@pytest.mark.parametrize("prefix, allowed", [
-    ("incoming/clinic-a/", True),
-    ("incoming/clinic-a/study-1/", True),
-    ("compressed/clinic-a/", True),
-    ("incoming/clinic-b/", False),
-    ("compressed/clinic-b/", False),
-    ("incoming/clinic-ab/", False),
-    ("incoming/clinic-a", False),
-    ("incoming/", False),
-    ("compressed/", False),
-    ("", False),
-    (None, False),  # no prefix at all: the whole bucket
-])
+@pytest.mark.parametrize(
+    "prefix, allowed",
+    [
+        ("incoming/clinic-a/", True),
+        ("incoming/clinic-a/study-1/", True),
+        ("compressed/clinic-a/", True),
+        ("incoming/clinic-b/", False),
+        ("compressed/clinic-b/", False),
+        ("incoming/clinic-ab/", False),
+        ("incoming/clinic-a", False),
+        ("incoming/", False),
+        ("compressed/", False),
+        ("", False),
+        (None, False),  # no prefix at all: the whole bucket
+    ],
+)
 def test_listing_only_the_clinics_own_prefixes(templates, prefix: str | None, allowed: bool) -> None:
     sts = statements(Stack(templates["arm64"]))
     context = {} if prefix is None else {"s3:prefix": prefix}
     assert iam_allows(sts, "s3:ListBucket", BUCKET_ARN, A, context) is allowed
 
 
-@pytest.mark.parametrize("tags, allowed", [
-    ({"clinic": "clinic-a"}, True),
-    ({}, False),                     # untagged principal: nothing
-    ({"clinic": ""}, False),         # empty tag: it would name incoming//
-    ({"clinic": "clinic-a/x"}, False),  # a '/' would reach into (or above) another folder
-    ({"team": "clinic-a"}, False),
-])
+@pytest.mark.parametrize(
+    "tags, allowed",
+    [
+        ({"clinic": "clinic-a"}, True),
+        ({}, False),  # untagged principal: nothing
+        ({"clinic": ""}, False),  # empty tag: it would name incoming//
+        ({"clinic": "clinic-a/x"}, False),  # a '/' would reach into (or above) another folder
+        ({"team": "clinic-a"}, False),
+    ],
+)
 def test_the_tag_guard(templates, tags: dict[str, str], allowed: bool) -> None:
     sts = statements(Stack(templates["arm64"]))
     key = f"{BUCKET_ARN}/incoming/{tags.get('clinic', 'clinic-a')}/study-1/_READY"
@@ -325,15 +357,18 @@ def test_the_tag_guard(templates, tags: dict[str, str], allowed: bool) -> None:
     assert iam_allows(sts, "s3:ListBucket", BUCKET_ARN, tags, {"s3:prefix": prefix}) is allowed
 
 
-@pytest.mark.parametrize("action, key, allowed", [
-    ("s3:PutObject", "incoming/clinic-a/study-1/CT1/0001.dcm", True),
-    ("s3:PutObject", "incoming/clinic-b/study-1/CT1/0001.dcm", False),
-    ("s3:PutObject", "incoming/clinic-ab/study-1/_READY", False),
-    ("s3:PutObject", "compressed/clinic-a/study-1.zip", False),
-    ("s3:GetObject", "compressed/clinic-a/study-1.zip", True),
-    ("s3:GetObject", "compressed/clinic-b/study-1.zip", False),
-    ("s3:GetObject", "incoming/clinic-a/study-1/CT1/0001.dcm", False),
-])
+@pytest.mark.parametrize(
+    "action, key, allowed",
+    [
+        ("s3:PutObject", "incoming/clinic-a/study-1/CT1/0001.dcm", True),
+        ("s3:PutObject", "incoming/clinic-b/study-1/CT1/0001.dcm", False),
+        ("s3:PutObject", "incoming/clinic-ab/study-1/_READY", False),
+        ("s3:PutObject", "compressed/clinic-a/study-1.zip", False),
+        ("s3:GetObject", "compressed/clinic-a/study-1.zip", True),
+        ("s3:GetObject", "compressed/clinic-b/study-1.zip", False),
+        ("s3:GetObject", "incoming/clinic-a/study-1/CT1/0001.dcm", False),
+    ],
+)
 def test_object_access_by_key(templates, action: str, key: str, allowed: bool) -> None:
     sts = statements(Stack(templates["arm64"]))
     assert iam_allows(sts, action, f"{BUCKET_ARN}/{key}", A, {}) is allowed

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from tests.helpers.lambda_runtime import host_arch, python312, runtime_provided_dir
 
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # code + layers, unzipped
@@ -31,10 +32,28 @@ LAMBDA_EXTRAS = {"aws_xray_sdk": "aws_xray_sdk"}
 # Shipped by the Lambda Python runtime: must not be in the artifact.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six")
 REPO = Path(__file__).resolve().parents[2]
-NOT_SHIPPED_PREFIXES = ("tests/", "fixtures/", "bench/", "devstack/", "docs/", ".venv/", "node_modules/",
-                        ".ci/", "build/", "scripts/", ".serverless/", ".git/")
-NOT_SHIPPED_FILES = ("serverless.yml", "package.json", "package-lock.json", "deploy.mk",
-                     "Makefile", "requirements-dev.txt")
+NOT_SHIPPED_PREFIXES = (
+    "tests/",
+    "fixtures/",
+    "bench/",
+    "devstack/",
+    "docs/",
+    ".venv/",
+    "node_modules/",
+    ".ci/",
+    "build/",
+    "scripts/",
+    ".serverless/",
+    ".git/",
+)
+NOT_SHIPPED_FILES = (
+    "serverless.yml",
+    "package.json",
+    "package-lock.json",
+    "deploy.mk",
+    "Makefile",
+    "requirements-dev.txt",
+)
 
 
 @pytest.fixture(params=["arm64", "x86_64"])
@@ -120,8 +139,10 @@ def test_unzipped_size_below_lambda_limit(packages, arch) -> None:
     with zipfile.ZipFile(artifact) as zf:
         unzipped = sum(i.file_size for i in zf.infolist())
     zipped = artifact.stat().st_size
-    print(f"\n{arch}: zipped {zipped / 1e6:.1f} MB, unzipped {unzipped / 1e6:.1f} MB "
-          f"(limit {LAMBDA_UNZIPPED_LIMIT / 1e6:.1f} MB)")
+    print(
+        f"\n{arch}: zipped {zipped / 1e6:.1f} MB, unzipped {unzipped / 1e6:.1f} MB "
+        f"(limit {LAMBDA_UNZIPPED_LIMIT / 1e6:.1f} MB)"
+    )
     assert unzipped < LAMBDA_UNZIPPED_LIMIT
 
 
@@ -162,24 +183,36 @@ def test_artifact_imports_and_encodes_on_this_machine(packages, tmp_path: Path) 
         pytest.skip(f"no artifact for this CPU ({platform.machine()})")
     python = python312()
     if python is None:
-        pytest.skip("no CPython 3.12 here (the artifact holds cp312 wheels); "
-                    "set DEPLOY_TEST_PYTHON312")
+        pytest.skip("no CPython 3.12 here (the artifact holds cp312 wheels); set DEPLOY_TEST_PYTHON312")
     task = tmp_path / "task"
     with packages[arch].zip() as zf:
         zf.extractall(task)
     runtime = runtime_provided_dir(tmp_path / "runtime")
     env = {  # the function's environment, with dummy values; no AWS call is made
-        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
-        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "DATA_BUCKET": "data-bucket", "TARGET_BUCKET": "data-bucket",
-        "SOURCE_PREFIX": "incoming/", "TARGET_PREFIX": "compressed/",
-        "EVENT_BUS_NAME": "bus", "COMPRESSION_RATE": "100", "LOG_LEVEL": "INFO",
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "DATA_BUCKET": "data-bucket",
+        "TARGET_BUCKET": "data-bucket",
+        "SOURCE_PREFIX": "incoming/",
+        "TARGET_PREFIX": "compressed/",
+        "EVENT_BUS_NAME": "bus",
+        "COMPRESSION_RATE": "100",
+        "LOG_LEVEL": "INFO",
         "POWERTOOLS_SERVICE_NAME": "dicom-compression",
         "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression",
     }
-    proc = subprocess.run([python, "-I", "-S", "-c", IMPORT_CHECK, str(task), str(runtime)],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [python, "-I", "-S", "-c", IMPORT_CHECK, str(task), str(runtime)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for module, path in result["files"].items():

@@ -31,6 +31,7 @@ from typing import Any
 
 import pydicom
 import pytest
+
 from tests.helpers.lambda_runtime import host_arch, python312, runtime_provided_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
@@ -39,8 +40,16 @@ REPO = Path(__file__).resolve().parents[2]
 STUDY_FIXTURE = REPO / "fixtures" / "studies" / "ct-nested-001"
 # The fixture's files in the ZIP's order (natural, component by component).
 STUDY_ORDER = [
-    "CT1/01.dcm", "CT1/02.dcm", "CT1/03.dcm", "CT1/04.dcm",
-    "CT2/I10", "CT2/I20", "CT2/I30", "CT2/I40", "CT2/I50", "CT2/I100",
+    "CT1/01.dcm",
+    "CT1/02.dcm",
+    "CT1/03.dcm",
+    "CT1/04.dcm",
+    "CT2/I10",
+    "CT2/I20",
+    "CT2/I30",
+    "CT2/I40",
+    "CT2/I50",
+    "CT2/I100",
     "report/test-SR.dcm",
 ]
 STUDY_PATH = "clinic-7/study-001"
@@ -95,8 +104,9 @@ with open(out_path, "w") as fh:
 def _clients(endpoint: str) -> tuple[Any, Any]:
     import boto3
 
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                    region_name="us-east-1")
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
     return session.client("s3", endpoint_url=endpoint), session.client("sqs", endpoint_url=endpoint)
 
 
@@ -105,8 +115,9 @@ def _receive(sqs: Any, queue_url: str, want: Any, timeout_s: float = 30) -> dict
     deadline = time.monotonic() + timeout_s
     seen = []
     while time.monotonic() < deadline:
-        resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                   AttributeNames=["All"])
+        resp = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"]
+        )
         for msg in resp.get("Messages", []):
             body = json.loads(msg["Body"])
             if want(body):
@@ -128,7 +139,7 @@ def _xray_segments(udp: socket.socket) -> list[dict]:
     while True:
         try:
             datagram = udp.recv(65536)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return docs
         header, _, body = datagram.partition(b"\n")
         assert json.loads(header) == {"format": "json", "version": 1}, header
@@ -154,10 +165,11 @@ def lambda_python() -> str:
 
 
 @pytest.mark.parametrize("tracing", ["disabled", "active"])
-def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_python: str, xray_daemon,
-                                                                tmp_path: Path, tracing: str) -> None:
-    from devstack.stack import RunningStack
+def test_packaged_handler_compresses_a_study_from_the_artifact(
+    packages, lambda_python: str, xray_daemon, tmp_path: Path, tracing: str
+) -> None:
     from devstack.poller import sqs_event
+    from devstack.stack import RunningStack
 
     package = packages[host_arch()]
     task = tmp_path / "task"
@@ -180,8 +192,9 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_
         s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
 
         msg = _receive(sqs, stack.queue_url, _is_study_notification)
-        queue_arn = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         event = sqs_event([msg], queue_arn)
         (tmp_path / "event.json").write_text(json.dumps(event))
 
@@ -195,17 +208,23 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_
         }
         if tracing == "active":  # what Lambda sets for a function with active tracing
             del env["POWERTOOLS_TRACE_DISABLED"]
-            env.update({
-                "AWS_LAMBDA_FUNCTION_NAME": "dicom-compression-dev-worker",
-                "_X_AMZN_TRACE_ID": f"Root={TRACE_ROOT};Parent=53995c3f42cd8ad8;Sampled=1",
-                "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:%d" % xray_daemon.getsockname()[1],
-                "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
-            })
+            env.update(
+                {
+                    "AWS_LAMBDA_FUNCTION_NAME": "dicom-compression-dev-worker",
+                    "_X_AMZN_TRACE_ID": f"Root={TRACE_ROOT};Parent=53995c3f42cd8ad8;Sampled=1",
+                    "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{xray_daemon.getsockname()[1]}",
+                    "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+                }
+            )
         out = tmp_path / "result.json"
         proc = subprocess.run(
-            [lambda_python, "-I", "-S", "-c", DRIVER, str(task), str(runtime),
-             str(tmp_path / "event.json"), str(out)],
-            capture_output=True, text=True, timeout=HANDLER_TIMEOUT_S, env=env, cwd=tmp_path)
+            [lambda_python, "-I", "-S", "-c", DRIVER, str(task), str(runtime), str(tmp_path / "event.json"), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=HANDLER_TIMEOUT_S,
+            env=env,
+            cwd=tmp_path,
+        )
         assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-4000:])
         run = json.loads(out.read_text())
         print(f"\nhandler from the artifact: {run['seconds']:.1f} s, {run['forks']} fork(s)")
@@ -243,8 +262,11 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_
         leftovers = s3.list_objects_v2(Bucket=stack.bucket, Prefix=stack.target_prefix).get("Contents", [])
         assert sorted(o["Key"] for o in leftovers) == sorted([zip_key, record_key])
 
-        note = _receive(sqs, stack.notification_queue_url,
-                        lambda body: body.get("detail", {}).get("study", {}).get("prefix") == prefix)
+        note = _receive(
+            sqs,
+            stack.notification_queue_url,
+            lambda body: body.get("detail", {}).get("study", {}).get("prefix") == prefix,
+        )
         body = json.loads(note["Body"])
         assert body["source"] == "dicom.compression"
         assert body["detail-type"] == "Study Compressed"
@@ -259,6 +281,9 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(packages, lambda_
     assert {"## handler", "## handlers.worker.record_handler", "s3", "events"} <= names, names
     assert {d.get("trace_id") for d in segments} == {TRACE_ROOT}
     # The only failed calls are the worker's 404 probes (manifest.json, an earlier record).
-    failed = {(d.get("aws", {}).get("operation"), d.get("http", {}).get("response", {}).get("status"))
-              for d in segments if d.get("fault") or d.get("error")}
+    failed = {
+        (d.get("aws", {}).get("operation"), d.get("http", {}).get("response", {}).get("status"))
+        for d in segments
+        if d.get("fault") or d.get("error")
+    }
     assert failed <= {("HeadObject", 404), ("GetObject", 404)}, failed

@@ -11,13 +11,13 @@ have no resource-level permissions.
 from __future__ import annotations
 
 import pytest
+
 from tests.helpers.cloudformation import ACCOUNT, STACK, Stack, allowed_pairs
 
 ROLE = "IamRoleLambdaExecution"
 DATA_BUCKET = f"{STACK}-data-{ACCOUNT}-us-east-1"
 LOG_GROUP_ARN = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/lambda/{STACK}"
-OBJECT_WRITE_ACTIONS = ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload",
-                        "s3:ListMultipartUploadParts")
+OBJECT_WRITE_ACTIONS = ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
 # X-Ray's PutTraceSegments/PutTelemetryRecords support no resource-level permissions: "*"
 # is the only possible resource, and these two are the only actions allowed on it.
 XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
@@ -82,15 +82,21 @@ def test_allowed_list_rejects_anything_else() -> None:
     """The comparison above is exact: one extra or widened grant would fail it."""
     base = app_allowed(DATA_BUCKET, DATA_BUCKET)
     data = f"arn:aws:s3:::{DATA_BUCKET}"
-    for extra in [("s3:DeleteObject", f"{data}/compressed/*"),
-                  ("s3:DeleteObject", f"{data}/incoming/*"),
-                  ("s3:DeleteObject", f"{data}/*.lock"),
-                  ("s3:PutObject", f"{data}/incoming/*"),
-                  ("s3:GetObject", f"{data}/*")]:
+    for extra in [
+        ("s3:DeleteObject", f"{data}/compressed/*"),
+        ("s3:DeleteObject", f"{data}/incoming/*"),
+        ("s3:DeleteObject", f"{data}/*.lock"),
+        ("s3:PutObject", f"{data}/incoming/*"),
+        ("s3:GetObject", f"{data}/*"),
+    ]:
         assert extra not in base, extra  # so `app == app_allowed(...)` fails with it
-    for action, resource in [("xray:GetTraceSummaries", "*"), ("s3:GetObject", "*"),
-                             ("xray:PutTraceSegments", f"{data}/*"), ("sqs:SendMessage", "*"),
-                             ("logs:PutLogEvents", "*")]:
+    for action, resource in [
+        ("xray:GetTraceSummaries", "*"),
+        ("s3:GetObject", "*"),
+        ("xray:PutTraceSegments", f"{data}/*"),
+        ("sqs:SendMessage", "*"),
+        ("logs:PutLogEvents", "*"),
+    ]:
         assert not framework_allowed(action, resource), (action, resource)
 
 
@@ -131,14 +137,17 @@ def test_s3_object_actions_only_under_their_prefixes(templates) -> None:
     assert deletes == {("s3:DeleteObject", f"arn:aws:s3:::{DATA_BUCKET}/compressed/*.lock")}
 
 
-@pytest.mark.parametrize("key, allowed", [
-    ("compressed/clinic-7/study-001.zip.lock", True),
-    ("compressed/clinic-7/2025-08-27/study-001/out.zip.lock", True),
-    ("compressed/clinic-7/study-001.zip", False),
-    ("compressed/clinic-7/study-001.result.json", False),
-    ("incoming/clinic-7/study-001/x.lock", False),
-    ("incoming/clinic-7/study-001/CT1/0001.dcm", False),
-])
+@pytest.mark.parametrize(
+    "key, allowed",
+    [
+        ("compressed/clinic-7/study-001.zip.lock", True),
+        ("compressed/clinic-7/2025-08-27/study-001/out.zip.lock", True),
+        ("compressed/clinic-7/study-001.zip", False),
+        ("compressed/clinic-7/study-001.result.json", False),
+        ("incoming/clinic-7/study-001/x.lock", False),
+        ("incoming/clinic-7/study-001/CT1/0001.dcm", False),
+    ],
+)
 def test_delete_object_matches_only_lock_keys(templates, key: str, allowed: bool) -> None:
     """IAM resource matching ('*' spans '/'): the worker's lock key is deletable, no output or
     input is."""
@@ -147,8 +156,7 @@ def test_delete_object_matches_only_lock_keys(templates, key: str, allowed: bool
     pairs = allowed_pairs(statements(Stack(templates["arm64"])))
     arn = f"arn:aws:s3:::{DATA_BUCKET}/{key}"
     # IAM wildcards: '*' any run of characters (incl. '/'), '?' one; nothing else is special.
-    matches = [r for a, r in pairs if a == "s3:DeleteObject"
-               and fnmatch.fnmatchcase(arn, r.replace("[", "[[]"))]
+    matches = [r for a, r in pairs if a == "s3:DeleteObject" and fnmatch.fnmatchcase(arn, r.replace("[", "[[]"))]
     assert bool(matches) is allowed, (key, matches)
 
 
@@ -159,8 +167,11 @@ def test_put_events_only_on_this_bus(templates) -> None:
 
 
 def test_list_bucket_is_limited_to_the_two_prefixes(templates) -> None:
-    listing = [s for s in statements(Stack(templates["arm64"]))
-               if "s3:ListBucket" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])]
+    listing = [
+        s
+        for s in statements(Stack(templates["arm64"]))
+        if "s3:ListBucket" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
     assert len(listing) == 1
     (st,) = listing
     assert st["Action"] in ("s3:ListBucket", ["s3:ListBucket"])
@@ -170,8 +181,7 @@ def test_list_bucket_is_limited_to_the_two_prefixes(templates) -> None:
 def test_list_multipart_uploads_is_bucket_level_without_prefix_condition(templates) -> None:
     """IAM has no key-prefix condition for ListBucketMultipartUploads (s3:prefix applies to
     ListBucket/ListBucketVersions only): a condition there would silently deny every call."""
-    (st,) = [s for s in statements(Stack(templates["arm64"]))
-             if "s3:ListBucketMultipartUploads" in s["Action"]]
+    (st,) = [s for s in statements(Stack(templates["arm64"])) if "s3:ListBucketMultipartUploads" in s["Action"]]
     assert st["Action"] == ["s3:ListBucketMultipartUploads"]
     assert st["Resource"] == [f"arn:aws:s3:::{DATA_BUCKET}"]
     assert "Condition" not in st
@@ -179,10 +189,12 @@ def test_list_multipart_uploads_is_bucket_level_without_prefix_condition(templat
 
 def test_kms_grants_only_with_kms_key_and_only_via_s3(templates) -> None:
     key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    assert not [s for s in statements(Stack(templates["arm64"]))
-                if any(a.startswith("kms:") for a in s["Action"])]
-    kms = [s for s in statements(Stack(templates["arm64"], BucketKmsKeyArn=key))
-           if any(a.startswith("kms:") for a in s["Action"])]
+    assert not [s for s in statements(Stack(templates["arm64"])) if any(a.startswith("kms:") for a in s["Action"])]
+    kms = [
+        s
+        for s in statements(Stack(templates["arm64"], BucketKmsKeyArn=key))
+        if any(a.startswith("kms:") for a in s["Action"])
+    ]
     (st,) = kms
     assert sorted(st["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
     assert st["Resource"] == key

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from tests.helpers.cloudformation import ACCOUNT, STACK, Stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,9 +114,7 @@ def test_study_queue_policy_admits_only_this_bucket(stack: Stack, template: dict
     }
     # Built with CloudFormation (Fn::Sub), never with a Serverless ${aws:accountId} lookup.
     raw = template["Resources"]["StudyQueuePolicy"]["Properties"]["PolicyDocument"]
-    assert raw["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"] == {
-        "Fn::Sub": "${AWS::AccountId}"
-    }
+    assert raw["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Fn::Sub": "${AWS::AccountId}"}
 
 
 # ------------------------------------------------------------------ bucket
@@ -233,8 +232,10 @@ def test_access_log_bucket_admits_only_the_data_buckets_log_delivery(stack: Stac
     assert allow["Principal"] == {"Service": "logging.s3.amazonaws.com"}
     assert allow["Action"] == "s3:PutObject"
     assert allow["Resource"] == "{AccessLogBucket.Arn}/s3-access/*"
-    assert allow["Condition"] == {"ArnLike": {"aws:SourceArn": BUCKET_ARN},
-                                  "StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    assert allow["Condition"] == {
+        "ArnLike": {"aws:SourceArn": BUCKET_ARN},
+        "StringEquals": {"aws:SourceAccount": ACCOUNT},
+    }
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert sorted(deny["Resource"]) == ["{AccessLogBucket.Arn}", "{AccessLogBucket.Arn}/*"]
@@ -270,8 +271,12 @@ def test_event_bus_and_rule_to_notification_queue(stack: Stack) -> None:
 
 def test_email_notifications_only_with_address(templates: dict) -> None:
     default = Stack(templates["arm64"])
-    for rid in ("NotificationTopic", "NotificationEmailSubscription", "StudyEventsToEmailRule",
-                "NotificationTopicPolicy"):
+    for rid in (
+        "NotificationTopic",
+        "NotificationEmailSubscription",
+        "StudyEventsToEmailRule",
+        "NotificationTopicPolicy",
+    ):
         assert not default.exists(rid), rid
     assert not default.of_type("AWS::SNS::Topic")
     for alarm in default.of_type("AWS::CloudWatch::Alarm"):
@@ -279,8 +284,7 @@ def test_email_notifications_only_with_address(templates: dict) -> None:
 
     stack = Stack(templates["arm64"], NotificationEmail="ops@example.org")
     sub = stack.props("NotificationEmailSubscription")
-    assert sub == {"TopicArn": "{NotificationTopic}", "Protocol": "email",
-                   "Endpoint": "ops@example.org"}
+    assert sub == {"TopicArn": "{NotificationTopic}", "Protocol": "email", "Endpoint": "ops@example.org"}
     rule = stack.props("StudyEventsToEmailRule")
     assert rule["EventBusName"] == "{StudyEventBus}"
     assert rule["EventPattern"]["source"] == ["dicom.compression"]
@@ -323,7 +327,8 @@ def test_notification_topic_is_encrypted_with_a_customer_managed_key(templates: 
 # ------------------------------------------------------------------ alarms
 def _alarm(stack: Stack, namespace: str, metric: str) -> dict:
     found = [
-        p for p in (stack.props(a) for a in stack.of_type("AWS::CloudWatch::Alarm"))
+        p
+        for p in (stack.props(a) for a in stack.of_type("AWS::CloudWatch::Alarm"))
         if p["Namespace"] == namespace and p["MetricName"] == metric
     ]
     assert len(found) == 1, f"{namespace}/{metric}: {found}"
@@ -348,8 +353,11 @@ def test_function_errors_alarm(stack: Stack) -> None:
 
 # ------------------------------------------------------------------ outputs / config
 def test_outputs(stack: Stack) -> None:
-    outputs = {k: stack.eval(v["Value"]) for k, v in stack.template["Outputs"].items()
-               if "Condition" not in v or stack.conditions[v["Condition"]]}
+    outputs = {
+        k: stack.eval(v["Value"])
+        for k, v in stack.template["Outputs"].items()
+        if "Condition" not in v or stack.conditions[v["Condition"]]
+    }
     assert outputs["DataBucketName"] == BUCKET
     assert outputs["TargetBucketName"] == BUCKET
     assert outputs["StudyQueueUrl"] == "{StudyQueue}"
@@ -388,7 +396,6 @@ def test_serverless_yml_uses_no_aws_calling_variables() -> None:
     """${aws:...}, ${ssm:...}, ${cf:...}, ${s3:...} would make packaging call AWS. An escaped
     \\${aws:PrincipalTag/clinic} is no variable: Serverless writes it out for IAM to resolve."""
     text = (REPO / "serverless.yml").read_text()
-    code = "\n".join(line.split(" #", 1)[0] for line in text.splitlines()
-                     if not line.lstrip().startswith("#"))
+    code = "\n".join(line.split(" #", 1)[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
     assert not re.findall(r"(?<!\\)\$\{(?:aws|ssm|cf|s3|secretsmanager)(?:\([^)]*\))?:", code)
     assert "\\${aws:PrincipalTag/clinic}" in code  # the escape the lookbehind lets through

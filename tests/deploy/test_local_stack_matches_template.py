@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.helpers.cloudformation import Stack
 from tests.helpers.lambda_runtime import host_arch
 
@@ -29,8 +30,14 @@ LOCAL_VISIBILITY_TIMEOUT = 17  # anything but the default: proves the local valu
 # template's value (LOG_LEVEL: powertools' default; COMPRESSION_RATE: pipeline.config's;
 # MEMORY_BUDGET_MB: '' = derived from the memory there is, pipeline.budget's default; MIN_PSNR_DB:
 # pipeline.config's DEFAULT_MIN_PSNR).
-UNSET_LOCALLY = {"COMPRESSION_RATE": "100", "LOG_LEVEL": "INFO", "MEMORY_BUDGET_MB": "", "MIN_PSNR_DB": "40",
-                 "COLOUR_TRANSFORM": "false", "UID_ROOT": ""}
+UNSET_LOCALLY = {
+    "COMPRESSION_RATE": "100",
+    "LOG_LEVEL": "INFO",
+    "MEMORY_BUDGET_MB": "",
+    "MIN_PSNR_DB": "40",
+    "COLOUR_TRANSFORM": "false",
+    "UID_ROOT": "",
+}
 # Set locally only: outside Lambda there is no X-Ray daemon (REFERENCE.md section 4).
 LOCAL_ONLY = {"POWERTOOLS_TRACE_DISABLED": "1"}
 
@@ -53,8 +60,9 @@ def live(request, packages) -> Any:
 def _clients(endpoint: str) -> tuple[Any, Any, Any]:
     import boto3
 
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                    region_name="us-east-1")
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
     return tuple(session.client(s, endpoint_url=endpoint) for s in ("s3", "sqs", "events"))  # type: ignore[return-value]
 
 
@@ -83,10 +91,16 @@ def test_local_stack_agrees_with_the_packaged_template(live, templates) -> None:
         assert running.template_used is not None
 
     # S3 -> study queue: the same events and filters (prefix incoming/, two suffixes).
-    want = _notification_rules(cfn.props("DataBucket")["NotificationConfiguration"]["QueueConfigurations"],
-                               {"{StudyQueue.Arn}": "study-queue"}.get, template=True)
-    got = _notification_rules(s3.get_bucket_notification_configuration(Bucket=stack.bucket)["QueueConfigurations"],
-                              {queue["QueueArn"]: "study-queue"}.get, template=False)
+    want = _notification_rules(
+        cfn.props("DataBucket")["NotificationConfiguration"]["QueueConfigurations"],
+        {"{StudyQueue.Arn}": "study-queue"}.get,
+        template=True,
+    )
+    got = _notification_rules(
+        s3.get_bucket_notification_configuration(Bucket=stack.bucket)["QueueConfigurations"],
+        {queue["QueueArn"]: "study-queue"}.get,
+        template=False,
+    )
     assert got == want
     assert {dict(r)["prefix"] for *_, r in got} == {"incoming/"}
     assert {dict(r)["suffix"] for *_, r in got} == {"_READY", "manifest.json"}
@@ -103,13 +117,17 @@ def test_local_stack_agrees_with_the_packaged_template(live, templates) -> None:
     # Bus -> rule (source + both detail-types) -> the notification queue.
     trule = cfn.props("StudyEventsToQueueRule")
     rules = events.list_rules(EventBusName=stack.bus_name)["Rules"]
-    targeted = {r["Name"]: events.list_targets_by_rule(Rule=r["Name"], EventBusName=stack.bus_name)["Targets"]
-                for r in rules}
+    targeted = {
+        r["Name"]: events.list_targets_by_rule(Rule=r["Name"], EventBusName=stack.bus_name)["Targets"] for r in rules
+    }
     (rule,) = [r for r in rules if any(t["Arn"] == note["QueueArn"] for t in targeted[r["Name"]])]
     pattern = json.loads(rule["EventPattern"])
     assert pattern["source"] == trule["EventPattern"]["source"] == ["dicom.compression"]
-    assert sorted(pattern["detail-type"]) == sorted(trule["EventPattern"]["detail-type"]) == [
-        "Study Compressed", "Study Compression Failed"]
+    assert (
+        sorted(pattern["detail-type"])
+        == sorted(trule["EventPattern"]["detail-type"])
+        == ["Study Compressed", "Study Compression Failed"]
+    )
     assert set(pattern) == set(trule["EventPattern"])
     assert rule.get("State", "ENABLED") == trule["State"] == "ENABLED"
     (target,) = targeted[rule["Name"]]
@@ -126,8 +144,7 @@ def test_local_stack_agrees_with_the_packaged_template(live, templates) -> None:
         assert local_env.pop(key) == value
     assert set(local_env) <= set(tenv), sorted(set(local_env) - set(tenv))
     assert {k: tenv[k] for k in set(tenv) - set(local_env)} == UNSET_LOCALLY
-    localized = {**tenv, "DATA_BUCKET": stack.bucket, "TARGET_BUCKET": stack.bucket,
-                 "EVENT_BUS_NAME": stack.bus_name}
+    localized = {**tenv, "DATA_BUCKET": stack.bucket, "TARGET_BUCKET": stack.bucket, "EVENT_BUS_NAME": stack.bus_name}
     for key in local_env:
         assert local_env[key] == localized[key], key
     from pipeline.job.config import ServiceConfig
@@ -189,25 +206,36 @@ def test_local_template_drops_only_lambdas_part(templates) -> None:
 
     packaged = templates[_arch()]
     local = LocalTemplate(packaged, visibility_timeout=LOCAL_VISIBILITY_TIMEOUT)
-    assert local.dropped == sorted([
-        "ClinicUploaderPolicy",  # no IAM enforcement locally (test_clinic_access.py enforces it)
-        "IamRoleLambdaExecution", "ServerlessDeploymentBucket", "ServerlessDeploymentBucketPolicy",
-        "WorkerErrorsAlarm", "WorkerEventSourceMappingSQSStudyQueue", "WorkerKmsPolicy",
-        "WorkerLambdaFunction", "WorkerLogGroup",
-    ])
+    assert local.dropped == sorted(
+        [
+            "ClinicUploaderPolicy",  # no IAM enforcement locally (test_clinic_access.py enforces it)
+            "IamRoleLambdaExecution",
+            "ServerlessDeploymentBucket",
+            "ServerlessDeploymentBucketPolicy",
+            "WorkerErrorsAlarm",
+            "WorkerEventSourceMappingSQSStudyQueue",
+            "WorkerKmsPolicy",
+            "WorkerLambdaFunction",
+            "WorkerLogGroup",
+        ]
+    )
     kept = local.template["Resources"]
     assert set(kept) == set(packaged["Resources"]) - set(local.dropped)
     assert not [k for k, v in kept.items() if v["Type"].startswith(("AWS::Lambda::", "AWS::IAM::"))]
     assert local.packaged_visibility_timeout == packaged["Resources"]["StudyQueue"]["Properties"]["VisibilityTimeout"]
     assert kept["StudyQueue"]["Properties"]["VisibilityTimeout"] == LOCAL_VISIBILITY_TIMEOUT
     assert "NotificationConfiguration" not in kept["DataBucket"]["Properties"]  # applied via the S3 API
-    assert local.notification_configuration == \
-        packaged["Resources"]["DataBucket"]["Properties"]["NotificationConfiguration"]
+    assert (
+        local.notification_configuration
+        == packaged["Resources"]["DataBucket"]["Properties"]["NotificationConfiguration"]
+    )
     # Every other property is the packaged one, up to the local names.
     for rid, res in kept.items():
         if rid in ("StudyQueue", "DataBucket"):
             continue
         a = json.dumps(res, sort_keys=True)
-        b = json.dumps(packaged["Resources"][rid], sort_keys=True).replace("dicom-compression-dev", "dicom-compression-local")
+        b = json.dumps(packaged["Resources"][rid], sort_keys=True).replace(
+            "dicom-compression-dev", "dicom-compression-local"
+        )
         if a != b:  # bucket name expression and Ref StudyEventBus -> its name
             assert "dicom-compression-local-data" in a or '"dicom-compression-local"' in a, rid

@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pydicom
-import pytest
 
 from tests.helpers.guards import communicate_or_fail
 from tests.helpers.paths import ROOT
@@ -26,8 +25,14 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("COMPRESSION_RATE", "CODEC", "VERIFY")}
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     out, err = communicate_or_fail(proc, HANG_GUARD_SECONDS, f"python -m pipeline {' '.join(args)}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -123,8 +128,13 @@ def test_empty_folder_exits_non_zero(tmp_path):
 
 def test_compress_with_report_writes_it_next_to_the_zip(fixture_study, tmp_path):
     out = tmp_path / "out" / "study.zip"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "compress", str(fixture_study), "-o", str(out), "--report"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "compress", str(fixture_study), "-o", str(out), "--report"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     report = out.with_name("study.report.html")
     assert report.exists() and report.stat().st_size > 10_000

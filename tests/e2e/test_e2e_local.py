@@ -11,17 +11,22 @@ import io
 import json
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
 
+from devstack.poller import poll_once
+from devstack.stack import LocalStack, RunningStack
+from devstack.submit import submit_study
+from pipeline.aws import client
+from tests.helpers.events import COMPRESSED, FAILED, Event, check_event_shape, read_events
 from tests.helpers.studies import (
     FIXTURE_ORDER,
     SMALL_ORDER,
-    copy_study,
     make_small_study,
     natural_order,
     phi_values,
@@ -29,11 +34,6 @@ from tests.helpers.studies import (
     study_files,
     zip_entries,
 )
-from tests.helpers.events import COMPRESSED, FAILED, Event, check_event_shape, read_events
-from pipeline.aws import client
-from devstack.stack import LocalStack, RunningStack
-from devstack.submit import submit_study
-from devstack.poller import poll_once
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -118,8 +118,9 @@ class Harness:
 
     def dlq_bodies(self) -> list[str]:
         """Bodies on the DLQ (received and made visible again at once, so they stay there)."""
-        msgs = self.sqs.receive_message(QueueUrl=self.stack.dlq_url, MaxNumberOfMessages=10,
-                                        VisibilityTimeout=0).get("Messages", [])
+        msgs = self.sqs.receive_message(QueueUrl=self.stack.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0).get(
+            "Messages", []
+        )
         return [m["Body"] for m in msgs]
 
     def status(self, url: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -179,11 +180,14 @@ def test_s3_test_event_is_consumed_and_dropped(harness: Harness) -> None:
 
 
 def _keys(harness: Harness, prefix: str) -> list[str]:
-    return sorted(o["Key"] for o in harness.s3.list_objects_v2(Bucket=harness.stack.bucket, Prefix=prefix).get("Contents", []))
+    return sorted(
+        o["Key"] for o in harness.s3.list_objects_v2(Bucket=harness.stack.bucket, Prefix=prefix).get("Contents", [])
+    )
 
 
-def test_submit_with_manifest_to_spaced_non_ascii_prefix(harness: Harness, fixture_study: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_with_manifest_to_spaced_non_ascii_prefix(
+    harness: Harness, fixture_study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     study_path = "Clinic Zürich/étude 1"
     prefix = f"incoming/{study_path}/"
     url = f"s3://{harness.stack.bucket}/{prefix}"
@@ -225,8 +229,9 @@ def test_submit_with_manifest_to_spaced_non_ascii_prefix(harness: Harness, fixtu
     assert [v for v in phi_values(fixture_study) if v in text] == []
 
 
-def test_plain_put_object_then_ready(harness: Harness, corpus: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_plain_put_object_then_ready(
+    harness: Harness, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     local = make_small_study(corpus, tmp_path / "s")
     files = study_files(local)
     study_path = "Clinic Zürich/2025-08-27/étude 2 + suite"
@@ -306,8 +311,10 @@ def incomplete(harness: Harness, corpus: Path, tmp_path_factory: pytest.TempPath
     study_path = "Clinic Zürich/incomplete étude"
     prefix = f"incoming/{study_path}/"
     missing = "MR9/IM1"
-    manifest = {"metadata": {"order": "o-9"},
-                "files": [{"path": p, "size": len(d), "sha256": sha256(d)} for p, d in files.items()]}
+    manifest = {
+        "metadata": {"order": "o-9"},
+        "files": [{"path": p, "size": len(d), "sha256": sha256(d)} for p, d in files.items()],
+    }
     for rel, data in files.items():
         if rel != missing:
             harness.s3.put_object(Bucket=harness.stack.bucket, Key=prefix + rel, Body=data)
@@ -317,8 +324,16 @@ def incomplete(harness: Harness, corpus: Path, tmp_path_factory: pytest.TempPath
 
     zip_key, record_key = outputs_for(study_path)
     capsys_free_status = _status_without_capsys(f"s3://{harness.stack.bucket}/{prefix}")
-    return IncompleteRun(prefix, missing, record_key, zip_key, harness.calls_for(prefix), harness.events_for(prefix),
-                         harness.dlq_bodies(), capsys_free_status)
+    return IncompleteRun(
+        prefix,
+        missing,
+        record_key,
+        zip_key,
+        harness.calls_for(prefix),
+        harness.events_for(prefix),
+        harness.dlq_bodies(),
+        capsys_free_status,
+    )
 
 
 def _status_without_capsys(url: str) -> tuple[int, dict[str, Any]]:
@@ -332,7 +347,9 @@ def _status_without_capsys(url: str) -> tuple[int, dict[str, Any]]:
     return code, json.loads(out.getvalue())
 
 
-def test_incomplete_manifest_is_retried_then_fails_with_missing_files(incomplete: IncompleteRun, harness: Harness) -> None:
+def test_incomplete_manifest_is_retried_then_fails_with_missing_files(
+    incomplete: IncompleteRun, harness: Harness
+) -> None:
     # Three receives: two retries (the study may still be uploading), then a clean failure.
     assert [c.receive_counts for c in incomplete.calls] == [[1], [2], [3]]
     assert all(c.error is not None or c.result["batchItemFailures"] for c in incomplete.calls[:2])
@@ -359,8 +376,9 @@ def test_incomplete_manifest_message_lands_in_dlq(incomplete: IncompleteRun) -> 
     assert [b for b in incomplete.dlq if _marker_prefix(b) == incomplete.prefix], incomplete.dlq
 
 
-def test_events_on_the_notification_queue_have_the_documented_shape(harness: Harness, incomplete: IncompleteRun,
-                                                                   corpus: Path, tmp_path: Path) -> None:
+def test_events_on_the_notification_queue_have_the_documented_shape(
+    harness: Harness, incomplete: IncompleteRun, corpus: Path, tmp_path: Path
+) -> None:
     # At least one success (made here) and one failure (the incomplete study) are on the queue.
     local = make_small_study(corpus, tmp_path / "s", ["MR1/IM1"])
     submit_study(local, f"s3://{harness.stack.bucket}/incoming/shape/one file/")
@@ -386,6 +404,16 @@ def test_success_event_has_every_documented_detail_key(harness: Harness, corpus:
     harness.run_until_idle()
     [event] = harness.events_for(prefix)
     assert event.detail_type == COMPRESSED
-    documented = {"status", "study", "output", "settings", "inputFingerprint", "metadata", "totals", "verification",
-                  "warningCount", "error"}
+    documented = {
+        "status",
+        "study",
+        "output",
+        "settings",
+        "inputFingerprint",
+        "metadata",
+        "totals",
+        "verification",
+        "warningCount",
+        "error",
+    }
     assert set(event.detail) == documented

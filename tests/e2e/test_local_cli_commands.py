@@ -36,8 +36,14 @@ def test_the_printed_aws_cli_line_works_and_sigterm_stops_the_stack(fixture_stud
     if not AWS.exists():
         pytest.fail(f"{AWS} not found: `make awscli-install` installs the real AWS CLI")
     port = _free_port()
-    stack = subprocess.Popen([sys.executable, "-m", "devstack", "up", "--port", str(port)], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "up", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         lines: list[str] = []
         deadline = time.monotonic() + 120
@@ -46,14 +52,21 @@ def test_the_printed_aws_cli_line_works_and_sigterm_stops_the_stack(fixture_stud
             lines.append(line)
             if "stops it" in line or not line:
                 break
-        hint = next(l for l in lines if l.strip().startswith("(or: aws "))
-        command = hint.strip()[len("(or: "):-1]
+        hint = next(line for line in lines if line.strip().startswith("(or: aws "))
+        command = hint.strip()[len("(or: ") : -1]
         study = tmp_path / "my-study"
         subprocess.run(["cp", "-r", str(fixture_study), str(study)], check=True)
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1", "PATH": f"{AWS.parent}:{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "PATH": f"{AWS.parent}:{os.environ['PATH']}",
+        }
         env.pop("AWS_ENDPOINT_URL", None)  # the printed line names the endpoint itself
-        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         bucket = re.search(r"s3://([^/]+)/", command).group(1)  # type: ignore[union-attr]
         record_key = "compressed/clinic-1/my-study.result.json"

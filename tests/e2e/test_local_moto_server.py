@@ -37,11 +37,15 @@ def test_server_routes_s3_sqs_events_and_logs_no_requests(tmp_path: Path) -> Non
         sqs.send_message(QueueUrl=url, MessageBody="hello")
         assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "hello"
         events.create_event_bus(Name="launcher-check")
-        assert events.put_events(Entries=[{"EventBusName": "launcher-check", "Source": "t", "DetailType": "d",
-                                           "Detail": "{}"}])["FailedEntryCount"] == 0
+        assert (
+            events.put_events(
+                Entries=[{"EventBusName": "launcher-check", "Source": "t", "DetailType": "d", "Detail": "{}"}]
+            )["FailedEntryCount"]
+            == 0
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     output = log_path.read_bytes()
     # moto's stock server prints one access line per request ('"GET /launcher-check/... HTTP/1.1" 200 -').
-    assert b"HTTP/1.1\" 200" not in output, output[-2000:]
+    assert b'HTTP/1.1" 200' not in output, output[-2000:]

@@ -23,11 +23,11 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
-from tests.helpers.studies import SMALL_STUDY, natural_order
-from tests.helpers.guards import communicate_or_fail
-from tests.helpers.paths import ROOT
 from devstack.presign import MAX_EXPIRES, PresignError, presign_study
 from devstack.submit import file_entry, study_files
+from tests.helpers.guards import communicate_or_fail
+from tests.helpers.paths import ROOT
+from tests.helpers.studies import SMALL_STUDY, natural_order
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -36,8 +36,13 @@ LOOP_MARKER = "<!-- presign-curl-loop"
 HANG_GUARD_SECONDS = 120  # a guard against hangs, never an assertion about speed
 VISIBILITY_TIMEOUT = 10  # the local stack's (tests/conftest.py ``stack``)
 #: The small corpus study under names a URL must encode (space, non-ASCII), one nested.
-NAMES = {"MR 1/IM1": "MR1/IM1", "MR 1/IM2": "MR1/IM2", "MR 1/IM10": "MR1/IM10", "Zürich/IM1": "MR9/IM1",
-         "Zürich/deep/IM1": "MR10/IM1"}
+NAMES = {
+    "MR 1/IM1": "MR1/IM1",
+    "MR 1/IM2": "MR1/IM2",
+    "MR 1/IM10": "MR1/IM10",
+    "Zürich/IM1": "MR9/IM1",
+    "Zürich/deep/IM1": "MR10/IM1",
+}
 
 
 def readme_loop() -> str:
@@ -80,32 +85,39 @@ def study(corpus: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("expires", [0, -1, MAX_EXPIRES + 1, 30 * 24 * 3600])
 def test_expiry_outside_s3s_range_is_refused(signing_env: None, study: Path, tmp_path: Path, expires: int) -> None:
     with pytest.raises(PresignError, match="--expires"):
-        presign_study("s3://b/incoming/clinic-7/s1/", study, clinic="clinic-7", expires=expires, out_dir=tmp_path / "out")
+        presign_study(
+            "s3://b/incoming/clinic-7/s1/", study, clinic="clinic-7", expires=expires, out_dir=tmp_path / "out"
+        )
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("url, clinic, why", [
-    ("s3://b/incoming/clinic-8/s1/", "clinic-7", "outside the folder of clinic"),
-    ("s3://b/incoming/clinic-70/s1/", "clinic-7", "outside the folder of clinic"),
-    ("s3://b/compressed/clinic-7/s1/", "clinic-7", "under the source prefix"),
-    ("s3://b/clinic-7/s1/", "clinic-7", "under the source prefix"),
-    ("s3://b/incoming/clinic-7/", "clinic-7", "not the clinic's folder"),
-    ("s3://b/incoming/", "clinic-7", "outside the folder of clinic"),
-    ("s3://b/incoming/clinic-7/../clinic-8/s1/", "clinic-7", "'..'"),
-    ("s3://b/incoming/clinic-7//s1/", "clinic-7", "empty"),
-    ("s3://b/incoming/a/b/s1/", "a/b", "without '/'"),
-    ("s3://b/incoming/s1/", "", "non-empty"),
-    ("s3://b/incoming/../s1/", "..", "without '/'"),
-])
-def test_destination_outside_the_clinics_folder_is_refused(signing_env: None, study: Path, tmp_path: Path,
-                                                            url: str, clinic: str, why: str) -> None:
+@pytest.mark.parametrize(
+    "url, clinic, why",
+    [
+        ("s3://b/incoming/clinic-8/s1/", "clinic-7", "outside the folder of clinic"),
+        ("s3://b/incoming/clinic-70/s1/", "clinic-7", "outside the folder of clinic"),
+        ("s3://b/compressed/clinic-7/s1/", "clinic-7", "under the source prefix"),
+        ("s3://b/clinic-7/s1/", "clinic-7", "under the source prefix"),
+        ("s3://b/incoming/clinic-7/", "clinic-7", "not the clinic's folder"),
+        ("s3://b/incoming/", "clinic-7", "outside the folder of clinic"),
+        ("s3://b/incoming/clinic-7/../clinic-8/s1/", "clinic-7", "'..'"),
+        ("s3://b/incoming/clinic-7//s1/", "clinic-7", "empty"),
+        ("s3://b/incoming/a/b/s1/", "a/b", "without '/'"),
+        ("s3://b/incoming/s1/", "", "non-empty"),
+        ("s3://b/incoming/../s1/", "..", "without '/'"),
+    ],
+)
+def test_destination_outside_the_clinics_folder_is_refused(
+    signing_env: None, study: Path, tmp_path: Path, url: str, clinic: str, why: str
+) -> None:
     with pytest.raises(PresignError, match=re.escape(why)):
         presign_study(url, study, clinic=clinic, expires=3600, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
-def test_source_prefix_follows_the_workers_configuration(signing_env: None, study: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_source_prefix_follows_the_workers_configuration(
+    signing_env: None, study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SOURCE_PREFIX", "uploads")
     with pytest.raises(PresignError, match="'uploads/'"):
         presign_study("s3://b/incoming/clinic-7/s1/", study, clinic="clinic-7", expires=60, out_dir=tmp_path / "a")
@@ -113,7 +125,9 @@ def test_source_prefix_follows_the_workers_configuration(signing_env: None, stud
     assert made.prefix == "uploads/clinic-7/s1/"
 
 
-def test_output_inside_the_study_and_untabulable_names_are_refused(signing_env: None, study: Path, tmp_path: Path) -> None:
+def test_output_inside_the_study_and_untabulable_names_are_refused(
+    signing_env: None, study: Path, tmp_path: Path
+) -> None:
     with pytest.raises(PresignError, match="outside the study folder"):
         presign_study("s3://b/incoming/clinic-7/s1/", study, clinic="clinic-7", expires=60, out_dir=study / "urls")
     (study / "tab\there").write_bytes(b"x")
@@ -124,13 +138,21 @@ def test_output_inside_the_study_and_untabulable_names_are_refused(signing_env: 
 def test_urls_for_every_file_then_the_manifest(signing_env: None, study: Path, tmp_path: Path) -> None:
     (study / "manifest.json").write_text("{}")  # a local marker is never part of the study
     out = tmp_path / "out"
-    made = presign_study("s3://b/incoming/clinic-7/s1/", study, clinic="clinic-7", expires=MAX_EXPIRES, out_dir=out,
-                         options={"mode": "lossless", "metadata": {"order": "A-17"}})
+    made = presign_study(
+        "s3://b/incoming/clinic-7/s1/",
+        study,
+        clinic="clinic-7",
+        expires=MAX_EXPIRES,
+        out_dir=out,
+        options={"mode": "lossless", "metadata": {"order": "A-17"}},
+    )
     listed = rows(made.urls)
     files = study_files(study)
     assert [path for path, _ in listed] == [str(p) for p in files] + [str(out / "manifest.json")]
-    for (path, url), key in zip(listed, [f"incoming/clinic-7/s1/{p.relative_to(study).as_posix()}" for p in files]
-                                + ["incoming/clinic-7/s1/manifest.json"]):
+    keys = [f"incoming/clinic-7/s1/{p.relative_to(study).as_posix()}" for p in files] + [
+        "incoming/clinic-7/s1/manifest.json"
+    ]
+    for (_, url), key in zip(listed, keys, strict=True):
         parsed = urlparse(url)
         assert unquote(parsed.path) == f"/b/{key}"
         query = parse_qs(parsed.query)
@@ -139,8 +161,11 @@ def test_urls_for_every_file_then_the_manifest(signing_env: None, study: Path, t
         assert query["X-Amz-SignedHeaders"] == ["host"]
     # The manifest is submit's: the same entries (shared code) and the options.
     manifest = json.loads(made.manifest.read_text())
-    assert manifest == {"mode": "lossless", "metadata": {"order": "A-17"},
-                        "files": [file_entry(study, p, p.read_bytes()) for p in files]}
+    assert manifest == {
+        "mode": "lossless",
+        "metadata": {"order": "A-17"},
+        "files": [file_entry(study, p, p.read_bytes()) for p in files],
+    }
     assert made.files == len(NAMES) and (made.urls.stat().st_mode & 0o777) == 0o600
     assert made.temporary_credentials is False
     # What it prints names no file (file names may carry patient names).
@@ -150,19 +175,44 @@ def test_urls_for_every_file_then_the_manifest(signing_env: None, study: Path, t
 
 # ------------------------------------------------------------------ through the local stack
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     out, err = communicate_or_fail(proc, HANG_GUARD_SECONDS, " ".join(cmd[:3]))
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def presign_and_upload(stack: Any, workdir: Path, study_path: str, *, tamper: int | None = None) -> subprocess.CompletedProcess[str]:
+def presign_and_upload(
+    stack: Any, workdir: Path, study_path: str, *, tamper: int | None = None
+) -> subprocess.CompletedProcess[str]:
     """``presign`` as a subprocess in ``workdir``, then the README's loop in bash there."""
     assert shutil.which("curl") and shutil.which("bash"), "curl and bash are needed (make tools installs curl)"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     url = f"s3://{stack.bucket}/incoming/{study_path}/"
-    made = run([sys.executable, "-m", "devstack", "presign", url, "./study", "--clinic", study_path.split("/")[0],
-                "--expires", "600", "--lossless"], workdir, env)
+    made = run(
+        [
+            sys.executable,
+            "-m",
+            "devstack",
+            "presign",
+            url,
+            "./study",
+            "--clinic",
+            study_path.split("/")[0],
+            "--expires",
+            "600",
+            "--lossless",
+        ],
+        workdir,
+        env,
+    )
     assert made.returncode == 0, made.stderr
     assert "presigned 5 files + manifest.json" in made.stdout
     if tamper is not None:  # one URL that fails: a bucket that does not exist
@@ -175,9 +225,9 @@ def presign_and_upload(stack: Any, workdir: Path, study_path: str, *, tamper: in
 
 def work_until(stack: Any, record_key: str) -> dict[str, Any]:
     """The real handler on the real worker loop, until the study's record is final."""
+    from devstack.poller import poll_once
     from handlers import worker
     from pipeline.aws import client
-    from devstack.poller import poll_once
 
     deadline = time.monotonic() + HANG_GUARD_SECONDS
     while time.monotonic() < deadline:

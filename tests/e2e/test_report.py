@@ -24,16 +24,16 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from tests.helpers.studies import phi_values
-from tests.helpers.png import read_png
 from pydicom.pixels import pixel_array
-from tests.helpers.paths import ROOT
-from tests.helpers.report import compress, pngs
 
 from pipeline.report import Limits, build_report, report_path
 from pipeline.report.frames import archive_frame
 from pipeline.report.series import series_of
 from pipeline.study.source import LocalStudySource
+from tests.helpers.paths import ROOT
+from tests.helpers.png import read_png
+from tests.helpers.report import compress, pngs
+from tests.helpers.studies import phi_values
 
 #: The corpus's report must stay below this (measured: about 1.6 MB).
 CORPUS_REPORT_MAX = 4_000_000
@@ -59,7 +59,10 @@ def _picks(html: str) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for section in re.findall(r'<section id="s\d+"><h3>(.*?)</h3>(.*?)</section>', html, re.S):
         folder, body = unescape(section[0]), section[1]
-        out[folder] = {label: unescape(path) for label, path in re.findall(r'<b>([^<]+)</b>: <span class="path">([^<]+)</span>', body)}
+        out[folder] = {
+            label: unescape(path)
+            for label, path in re.findall(r'<b>([^<]+)</b>: <span class="path">([^<]+)</span>', body)
+        }
     return out
 
 
@@ -84,7 +87,9 @@ def test_series_are_folders_and_picks_go_by_range_psnr(fixture_study: Path, tmp_
     assert [s.folder for s in series_of(record)] == ["CT1", "CT2"]  # report/ holds only a kept SR
     by_path = {f["path"]: f for f in record["files"]}
     # PSNR and range-PSNR disagree on purpose: the worst by PSNR is not the worst by range-PSNR.
-    by_psnr = sorted((f for f in record["files"] if f["path"].startswith("CT2/")), key=lambda f: f["verification"]["psnrDb"])
+    by_psnr = sorted(
+        (f for f in record["files"] if f["path"].startswith("CT2/")), key=lambda f: f["verification"]["psnrDb"]
+    )
     for rank, f in enumerate(reversed(by_psnr)):
         f["verification"]["rangePsnrDb"] = 30.0 + rank
     ct2 = series_of(record)[1]
@@ -93,7 +98,9 @@ def test_series_are_folders_and_picks_go_by_range_psnr(fixture_study: Path, tmp_
     html = _text(build_report(record, LocalStudySource(fixture_study), tmp_path / "fixture.zip"))
     picks = _picks(html)
     assert picks["CT2"] == {"worst": ct2.worst.path, "median": ct2.median.path}
-    assert picks["CT1"]["worst"] == min((p for p in by_path if p.startswith("CT1/")), key=lambda p: by_path[p]["verification"]["psnrDb"])
+    assert picks["CT1"]["worst"] == min(
+        (p for p in by_path if p.startswith("CT1/")), key=lambda p: by_path[p]["verification"]["psnrDb"]
+    )
     assert "range-PSNR (dB)" in html.split('<section id="s1">')[1] and "PSNR (dB)" in html.split('<section id="s0">')[1]
     assert len(pngs(html)) == 2 * 3 + 2 * 3  # two folders, two picks, original/compressed/difference
 
@@ -116,7 +123,11 @@ def test_a_study_in_s3_gives_the_same_page_by_either_read_route(fixture_study: P
         s3.create_bucket(Bucket="data")
         for p in fixture_study.rglob("*"):
             if p.is_file():
-                s3.put_object(Bucket="data", Key=f"incoming/c/study/{p.relative_to(fixture_study).as_posix()}", Body=p.read_bytes())
+                s3.put_object(
+                    Bucket="data",
+                    Key=f"incoming/c/study/{p.relative_to(fixture_study).as_posix()}",
+                    Body=p.read_bytes(),
+                )
         s3.put_object(Bucket="data", Key="incoming/c/study/_READY", Body=b"")
         source = S3StudySource(s3, "data", "incoming/c/study/")
         whole = build_report(record, source, io.BytesIO(zip_path.read_bytes()))
@@ -131,7 +142,7 @@ def test_a_lossless_study_shows_identical_pixels(fixture_study: Path, tmp_path: 
     assert html.count("no difference: identical pixels") == 4 and "bit-exact" in html
     images = [read_png(png) for png in pngs(html)]
     assert len(images) == 8 and all(i.std() > 10 for i in images)  # originals and compressed, no blank ones
-    for original, compressed in zip(images[::2], images[1::2]):
+    for original, compressed in zip(images[::2], images[1::2], strict=True):
         assert np.array_equal(original, compressed)
 
 
@@ -153,7 +164,9 @@ def test_the_corpus_report_is_self_contained_and_small(corpus_run: tuple[Path, d
         assert max(image.shape[:2]) <= Limits().thumbnail
 
 
-def test_the_corpus_report_shows_every_folder_s_worst_and_median(corpus_run: tuple[Path, dict[str, Any], bytes]) -> None:
+def test_the_corpus_report_shows_every_folder_s_worst_and_median(
+    corpus_run: tuple[Path, dict[str, Any], bytes],
+) -> None:
     _, record, html_bytes = corpus_run
     html = _text(html_bytes)
     series = series_of(record)
@@ -174,7 +187,9 @@ def test_the_corpus_report_shows_every_folder_s_worst_and_median(corpus_run: tup
     assert "S4010/I40</span>" in html and "pixels not drawn: a secondary capture" in html
 
 
-def test_the_corpus_report_lists_the_floor_s_decisions_and_the_kept_files(corpus_run: tuple[Path, dict[str, Any], bytes]) -> None:
+def test_the_corpus_report_lists_the_floor_s_decisions_and_the_kept_files(
+    corpus_run: tuple[Path, dict[str, Any], bytes],
+) -> None:
     _, record, html_bytes = corpus_run
     html = unescape(_text(html_bytes))
     reencoded = [f for f in record["files"] if (f.get("floor") or {}).get("action") == "reencoded"]
@@ -182,7 +197,10 @@ def test_the_corpus_report_lists_the_floor_s_decisions_and_the_kept_files(corpus
     floor_section = html.split("<h2>Quality floor</h2>")[1].split("<h2>")[0]
     for f in reencoded:
         assert f["path"] in floor_section and f["floor"]["detail"] in floor_section
-    assert f"{len(reencoded)} re-encoded" in floor_section and f"<summary>{len(reencoded)} decisions</summary>" in floor_section
+    assert (
+        f"{len(reencoded)} re-encoded" in floor_section
+        and f"<summary>{len(reencoded)} decisions</summary>" in floor_section
+    )
     kept_section = html.split("<h2>Files kept as-is</h2>")[1]
     kept = [f for f in record["files"] if f["action"] == "kept"]
     assert len(kept) > 100
@@ -199,10 +217,27 @@ def test_no_header_value_in_the_corpus_report(corpus: Path, corpus_run: tuple[Pa
     file's dataset (plus tests.helpers.studies.phi_values' UIDs: the report, unlike the record, lists
     none), dates and times too; values that are part of a study path are not looked for."""
     _, _, html_bytes = corpus_run
-    keywords = {"PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames", "PatientAddress",
-                "ReferringPhysicianName", "InstitutionName", "InstitutionAddress", "AccessionNumber", "StudyID",
-                "PerformingPhysicianName", "OperatorsName", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate",
-                "StudyTime", "DeviceSerialNumber"}
+    keywords = {
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "OtherPatientIDs",
+        "OtherPatientNames",
+        "PatientAddress",
+        "ReferringPhysicianName",
+        "InstitutionName",
+        "InstitutionAddress",
+        "AccessionNumber",
+        "StudyID",
+        "PerformingPhysicianName",
+        "OperatorsName",
+        "StudyDate",
+        "SeriesDate",
+        "AcquisitionDate",
+        "ContentDate",
+        "StudyTime",
+        "DeviceSerialNumber",
+    }
     paths = "\n".join(p.relative_to(corpus).as_posix() for p in corpus.rglob("*") if p.is_file()).lower()
     values = set(phi_values(corpus))
     for p in corpus.rglob("*"):
@@ -222,11 +257,21 @@ def test_no_header_value_in_the_corpus_report(corpus: Path, corpus_run: tuple[Pa
     def leaks(html: str) -> set[str]:
         text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", " ", unescape(html))  # the pixels are not text
         lower = text.lower()
-        return {v for v in values if (re.search(rf"(?<![0-9A-Za-z]){re.escape(v)}(?![0-9A-Za-z])", text) if v.isdigit() or "." in v
-                                      else v.lower() in lower)}
+        return {
+            v
+            for v in values
+            if (
+                re.search(rf"(?<![0-9A-Za-z]){re.escape(v)}(?![0-9A-Za-z])", text)
+                if v.isdigit() or "." in v
+                else v.lower() in lower
+            )
+        }
 
     html = _text(html_bytes)
-    assert leaks(html.replace("</main>", "<p>doe^peter 19800707</p></main>")) == {"Doe^Peter", "19800707"}  # the check can fail
+    assert leaks(html.replace("</main>", "<p>doe^peter 19800707</p></main>")) == {
+        "Doe^Peter",
+        "19800707",
+    }  # the check can fail
     assert leaks(html) == set()
 
 
@@ -270,7 +315,10 @@ def test_a_1_gb_object_costs_a_frame_or_two(corpus: Path, tmp_path: Path) -> Non
 
     small = tmp_path / "small.zip"
     compress(ROOT / "fixtures/studies/ct-nested-001", small)
-    peaks = {name: _report_peak_mb(src, z) for name, src, z in (("big", study, zip_path), ("small", ROOT / "fixtures/studies/ct-nested-001", small))}
+    peaks = {
+        name: _report_peak_mb(src, z)
+        for name, src, z in (("big", study, zip_path), ("small", ROOT / "fixtures/studies/ct-nested-001", small))
+    }
     print(f"\nreport peak RSS: 1 GB 2,000-frame object {peaks['big']:.0f} MB, 10-file study {peaks['small']:.0f} MB")
     assert peaks["big"] <= peaks["small"] + 16, peaks  # a 512 KiB frame and its thumbnails, not the object
     assert "frame 1001 of 2000" in report_path(zip_path).read_text()
@@ -288,7 +336,13 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _report_peak_mb(study: Path, zip_path: Path) -> float:
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(study), str(zip_path)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(study), str(zip_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return int(proc.stdout.split()[-1]) / 1024

@@ -19,24 +19,38 @@ import struct
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-from tests.helpers.png import read_png
-from tests.helpers.paths import ROOT
-from tests.helpers.report import compress
 
 from pipeline.report import build_report, report_path
 from pipeline.study.source import LocalStudySource
+from tests.helpers.paths import ROOT
+from tests.helpers.png import read_png
+from tests.helpers.report import compress
 
 #: Where the screenshot is left for a person to look at (build/ is not committed).
 SCREENSHOT = ROOT / "build" / "report-browser" / "screenshot.png"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                  "--disable-extensions", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
-                  "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "--window-size=1280,1000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+    "--window-size=1280,1000",
+]
 TIMEOUT = 30.0
 
 
@@ -45,12 +59,16 @@ class WebSocket:
 
     def __init__(self, url: str) -> None:
         assert url.startswith("ws://"), url
-        hostport, _, path = url[len("ws://"):].partition("/")
+        hostport, _, path = url[len("ws://") :].partition("/")
         host, _, port = hostport.partition(":")
         self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         response = b""
         while b"\r\n\r\n" not in response:
             chunk = self.sock.recv(4096)
@@ -62,8 +80,13 @@ class WebSocket:
     def send(self, text: str) -> None:
         payload, mask = text.encode(), os.urandom(4)
         n = len(payload)
-        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n)
-                                  if n < 65536 else bytes([0x80 | 127]) + struct.pack(">Q", n))
+        header = bytes([0x81]) + (
+            bytes([0x80 | n])
+            if n < 126
+            else bytes([0x80 | 126]) + struct.pack(">H", n)
+            if n < 65536
+            else bytes([0x80 | 127]) + struct.pack(">Q", n)
+        )
         self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
     def _read(self, n: int) -> bytes:
@@ -152,7 +175,9 @@ class Page:
         """The whole page, beyond the window, as PNG."""
         size = self.call("Page.getLayoutMetrics")["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        return base64.b64decode(self.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"])
+        return base64.b64decode(
+            self.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"]
+        )
 
 
 @pytest.fixture
@@ -161,8 +186,12 @@ def browser(tmp_path: Path) -> Iterator[Page]:
     if chromium is None:
         pytest.fail("chromium not found: install Debian's chromium (`make tools`)")
     profile = tmp_path / "profile"
-    proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ws = None
     try:
         deadline = time.monotonic() + TIMEOUT
@@ -204,7 +233,9 @@ def test_the_report_renders_in_chromium_offline_and_without_errors(browser: Page
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     SCREENSHOT.write_bytes(shot)
     title = browser.call("Runtime.evaluate", expression="document.title")["result"]["value"]
-    images = browser.call("Runtime.evaluate", expression="[...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+    images = browser.call(
+        "Runtime.evaluate", expression="[...document.images].filter(i => i.complete && i.naturalWidth > 0).length"
+    )
     assert title == "Compression quality report"
     assert images["result"]["value"] == report.read_text().count("<img "), "an image did not decode"
     assert errors == [], errors

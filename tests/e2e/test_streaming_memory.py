@@ -14,16 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.paths import ROOT
 from bench.measure import TreeMemorySampler
 from bench.objects import build_deflate_bomb, build_multiframe
+from tests.helpers.paths import ROOT
 
 LIMIT_MB = 300
 
 
 def _peak(study: Path, out: Path, *options: str) -> tuple[float, dict]:
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "compress", str(study), "-o", str(out), "--workers", "2", *options],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "compress", str(study), "-o", str(out), "--workers", "2", *options],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     with TreeMemorySampler(proc.pid, interval=0.02) as mem:
         _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]

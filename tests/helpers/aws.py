@@ -19,10 +19,18 @@ from tests.helpers.guards import SAFETY_TIMEOUT
 # --------------------------------------------------------------------------- resources
 
 
-def create_resources(s3: Any, sqs: Any, events: Any, *, visibility_timeout: int = 30, max_receives: int = 3) -> LocalStack:
+def create_resources(
+    s3: Any, sqs: Any, events: Any, *, visibility_timeout: int = 30, max_receives: int = 3
+) -> LocalStack:
     """The local stack's resources, through the given clients (for mock_aws)."""
-    return provision(s3, sqs, events, prefix="dicom-compression-test", visibility_timeout=visibility_timeout,
-                     max_receives=max_receives)
+    return provision(
+        s3,
+        sqs,
+        events,
+        prefix="dicom-compression-test",
+        visibility_timeout=visibility_timeout,
+        max_receives=max_receives,
+    )
 
 
 def worker_env(stack: LocalStack) -> dict[str, str]:
@@ -79,14 +87,24 @@ def s3_notification(bucket: str, key: str, *, event_name: str = "ObjectCreated:P
                 "eventName": event_name,
                 "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
                 "requestParameters": {"sourceIPAddress": "192.0.2.1"},
-                "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
+                "responseElements": {
+                    "x-amz-request-id": "C3D13FE58DE4C810",
+                    "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD",
+                },
                 "s3": {
                     "s3SchemaVersion": "1.0",
                     "configurationId": "study-marker-_READY",
-                    "bucket": {"name": bucket, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
-                               "arn": f"arn:aws:s3:::{bucket}"},
-                    "object": {"key": quote_plus(key), "size": size, "eTag": "d41d8cd98f00b204e9800998ecf8427e",
-                               "sequencer": "0055AED6DCD90281E5"},
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
+                        "arn": f"arn:aws:s3:::{bucket}",
+                    },
+                    "object": {
+                        "key": quote_plus(key),
+                        "size": size,
+                        "eTag": "d41d8cd98f00b204e9800998ecf8427e",
+                        "sequencer": "0055AED6DCD90281E5",
+                    },
                 },
             }
         ]
@@ -139,7 +157,9 @@ def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     """Every message now visible on ``queue_url`` (deleted as read)."""
     out = []
     while True:
-        msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+        msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+            "Messages", []
+        )
         if not msgs:
             return out
         for m in msgs:
@@ -178,8 +198,8 @@ def peek(sqs: Any, url: str) -> list[dict[str, Any]]:
 
 def run_until_idle(queue_url: str, handler: Callable[..., Any], *, retry_delay: int = 1, **kw: Any) -> int:
     """Play Lambda (``poll_once``) until the study queue has nothing visible or in flight."""
-    from pipeline.aws import client
     from devstack.poller import poll_once
+    from pipeline.aws import client
 
     sqs = client("sqs")
     polls = 0

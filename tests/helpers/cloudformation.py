@@ -10,7 +10,8 @@ exist at deploy time, become readable tokens: ``{StudyQueue.Arn}``, ``{StudyQueu
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -104,7 +105,7 @@ class Stack:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             if key == "Ref":
                 return self.ref(arg)
             if key == "Fn::GetAtt":

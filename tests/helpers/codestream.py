@@ -29,11 +29,11 @@ def main_header(codestream: bytes) -> MainHeader:
         raise ValueError("no SOC marker")
     pos, found, markers = 2, {}, set()
     while pos + 4 <= len(codestream):
-        marker, length = struct.unpack(">HH", codestream[pos:pos + 4])
+        marker, length = struct.unpack(">HH", codestream[pos : pos + 4])
         if marker == _SOT:
             break
         markers.add(marker)
-        body = codestream[pos + 4:pos + 2 + length]
+        body = codestream[pos + 4 : pos + 2 + length]
         if marker == _SIZ:
             found["width"], found["height"] = struct.unpack(">II", body[2:10])
             found["components"] = struct.unpack(">H", body[34:36])[0]

@@ -46,13 +46,21 @@ class Orthanc:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "Orthanc":
+    def __enter__(self) -> Orthanc:
         root = Path(self.dir.name)
         config = {
-            "Name": "interop-test", "HttpPort": self.port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-            "Plugins": [str(ORTHANC_GDCM_PLUGIN)], "HttpThreadsCount": 2, "ConcurrentJobs": 1,
-            "StorageCompression": False, "LuaScripts": [],
+            "Name": "interop-test",
+            "HttpPort": self.port,
+            "DicomServerEnabled": False,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "StorageDirectory": str(root / "db"),
+            "IndexDirectory": str(root / "db"),
+            "Plugins": [str(ORTHANC_GDCM_PLUGIN)],
+            "HttpThreadsCount": 2,
+            "ConcurrentJobs": 1,
+            "StorageCompression": False,
+            "LuaScripts": [],
         }
         (root / "config.json").write_text(json.dumps(config))
         self.log = open(root / "orthanc.log", "wb")
@@ -108,7 +116,9 @@ class Orthanc:
 
 def dcmdump_ok(path: Path) -> tuple[bool, str]:
     """DCMTK parses the whole file (pixel data included) without an error."""
-    proc = subprocess.run(["dcmdump", "-q", "+E", str(path)], capture_output=True, text=True, errors="replace", timeout=60)
+    proc = subprocess.run(
+        ["dcmdump", "-q", "+E", str(path)], capture_output=True, text=True, errors="replace", timeout=60
+    )
     errors = [line for line in proc.stderr.splitlines() if line.startswith(("E:", "F:"))]
     return proc.returncode == 0 and not errors, (proc.stderr or "")[-300:]
 
@@ -127,7 +137,7 @@ def _read_pgx(path: Path) -> np.ndarray:
     order, sign, depth, width, height = fields[1], fields[2], int(fields[3]), int(fields[4]), int(fields[5])
     size = 1 if depth <= 8 else 2 if depth <= 16 else 4
     dtype = np.dtype(f"{'>' if order == b'ML' else '<'}{'i' if sign == b'-' else 'u'}{size}")
-    return np.frombuffer(raw[end + 1:end + 1 + width * height * size], dtype=dtype).reshape(height, width)
+    return np.frombuffer(raw[end + 1 : end + 1 + width * height * size], dtype=dtype).reshape(height, width)
 
 
 def opj_decode(codestream: bytes) -> np.ndarray:
@@ -135,7 +145,9 @@ def opj_decode(codestream: bytes) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="opj-") as tmp:
         src, out = Path(tmp) / "frame.j2k", Path(tmp) / "frame.pgx"
         src.write_bytes(codestream)
-        proc = subprocess.run(["opj_decompress", "-i", str(src), "-o", str(out)], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            ["opj_decompress", "-i", str(src), "-o", str(out)], capture_output=True, text=True, timeout=60
+        )
         planes = sorted(Path(tmp).glob("frame*.pgx"))
         if proc.returncode != 0 or not planes:
             raise RuntimeError(f"opj_decompress failed: {(proc.stdout + proc.stderr)[-300:]}")

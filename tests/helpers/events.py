@@ -15,7 +15,17 @@ FAILED = "Study Compression Failed"
 #: Keys every event detail has (see pipeline/notify/eventbridge.py).
 DETAIL_KEYS = {"status", "study", "output", "settings", "inputFingerprint", "metadata"}
 #: The totals an event carries; the per-file list and pixel byte counts stay in the record.
-EVENT_TOTAL_KEYS = {"files", "compressed", "kept", "fileWarnings", "bytesIn", "bytesOut", "ratio", "pixelRatio", "floorInterventions"}
+EVENT_TOTAL_KEYS = {
+    "files",
+    "compressed",
+    "kept",
+    "fileWarnings",
+    "bytesIn",
+    "bytesOut",
+    "ratio",
+    "pixelRatio",
+    "floorInterventions",
+}
 
 
 @dataclass

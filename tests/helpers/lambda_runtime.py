@@ -18,27 +18,29 @@ from pathlib import Path
 
 # Pure-Python packages the Lambda runtime provides (boto3 and its dependencies); taken from
 # this venv so that the isolated interpreter sees what Lambda would, and nothing more.
-RUNTIME_PROVIDED_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil",
-                            "urllib3", "six")
+RUNTIME_PROVIDED_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 
 def host_arch() -> str | None:
     """The artifact architecture this machine's CPU runs (None: neither)."""
-    return {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine().lower())
+    return {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
 
 
 def python312() -> str | None:
     """A CPython 3.12 (the runtime's version: the wheels are cp312) on this machine."""
-    candidates = [os.environ.get("DEPLOY_TEST_PYTHON312"), shutil.which("python3.12"),
-                  "/usr/bin/python3.12", "/usr/local/bin/python3.12",
-                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")),
-                          reverse=True)]
+    candidates = [
+        os.environ.get("DEPLOY_TEST_PYTHON312"),
+        shutil.which("python3.12"),
+        "/usr/bin/python3.12",
+        "/usr/local/bin/python3.12",
+        *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")), reverse=True),
+    ]
     for exe in candidates:
         if not exe or not os.access(exe, os.X_OK):
             continue
-        probe = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [exe, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"], capture_output=True, text=True
+        )
         if probe.returncode == 0 and probe.stdout.strip() == "True":
             return exe
     return None

@@ -53,7 +53,11 @@ def read_png(data: bytes) -> np.ndarray:
             arr = np.frombuffer(bytes(line), dtype=np.uint8).reshape(width, bpp)
             line = bytearray((np.cumsum(arr, axis=0, dtype=np.uint64) & 0xFF).astype(np.uint8).tobytes())
         elif kind == 2:
-            line = bytearray(((np.frombuffer(bytes(line), np.uint8).astype(np.uint16) + np.frombuffer(prior, np.uint8)) & 0xFF).astype(np.uint8).tobytes())
+            line = bytearray(
+                ((np.frombuffer(bytes(line), np.uint8).astype(np.uint16) + np.frombuffer(prior, np.uint8)) & 0xFF)
+                .astype(np.uint8)
+                .tobytes()
+            )
         elif kind == 3:
             for i in range(stride):
                 line[i] = (line[i] + (((line[i - bpp] if i >= bpp else 0) + prior[i]) >> 1)) & 0xFF

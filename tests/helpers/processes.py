@@ -57,7 +57,10 @@ class WorkerProcess:
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:  # the child keeps its copies
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "devstack", "poll", self.stack.queue_url],
-                cwd=ROOT, env=self.env, stdout=out, stderr=err,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=err,
             )
         return self
 

@@ -19,8 +19,10 @@ def s3_error(request: Any, status: int, code: str, message: str = "injected by t
     """An S3 error response, as botocore would have received it over the wire."""
     from botocore.awsrequest import AWSResponse
 
-    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
-            f"<RequestId>INJECTED</RequestId><HostId>INJECTED</HostId></Error>").encode()
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+        f"<RequestId>INJECTED</RequestId><HostId>INJECTED</HostId></Error>"
+    ).encode()
     headers = {"Content-Type": "application/xml", "Content-Length": str(len(body)), "x-amz-request-id": "INJECTED"}
     return AWSResponse(request.url, status, headers, _RawBody(body))
 
@@ -37,7 +39,9 @@ class S3Faults:
     """``before-send`` hooks on one botocore client: ``decide(operation, request)`` may return
     ``(status, code)`` to answer that request with an S3 error instead of sending it."""
 
-    def __init__(self, s3: Any, operations: Iterable[str], decide: Callable[[str, Any], tuple[int, str] | None]) -> None:
+    def __init__(
+        self, s3: Any, operations: Iterable[str], decide: Callable[[str, Any], tuple[int, str] | None]
+    ) -> None:
         from collections import Counter
 
         self.s3 = s3

@@ -13,15 +13,24 @@ import json
 import re
 import shutil
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pydicom
 
 #: The fixture study's files in the order a viewer must read them (natural, per component).
 FIXTURE_ORDER = [
-    "CT1/01.dcm", "CT1/02.dcm", "CT1/03.dcm", "CT1/04.dcm",
-    "CT2/I10", "CT2/I20", "CT2/I30", "CT2/I40", "CT2/I50", "CT2/I100",
+    "CT1/01.dcm",
+    "CT1/02.dcm",
+    "CT1/03.dcm",
+    "CT1/04.dcm",
+    "CT2/I10",
+    "CT2/I20",
+    "CT2/I30",
+    "CT2/I40",
+    "CT2/I50",
+    "CT2/I100",
     "report/test-SR.dcm",
 ]
 
@@ -54,7 +63,9 @@ def ct_slices(corpus: Path) -> list[Path]:
     out = [
         corpus / r["file"]
         for r in rows
-        if r["category"] == "ct-series" and r["rows"] == "512" and r["cols"] == "512"
+        if r["category"] == "ct-series"
+        and r["rows"] == "512"
+        and r["cols"] == "512"
         and r["transfer_syntax"] == "Explicit VR Little Endian"
     ]
     assert len(out) >= 60, "the corpus should hold at least 60 512x512 CT slices"
@@ -120,8 +131,17 @@ def phi_values(root: Path) -> set[str]:
         if not p.is_file():
             continue
         ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
-        for kw in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "AccessionNumber",
-                   "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "ReferringPhysicianName"):
+        for kw in (
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "InstitutionName",
+            "AccessionNumber",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "SOPInstanceUID",
+            "ReferringPhysicianName",
+        ):
             v = ds.get(kw)
             if v is not None and len(str(v)) >= 4:
                 values.add(str(v))

@@ -27,14 +27,14 @@ import pydicom
 import pytest
 from pydicom.pixels import pixel_array
 
-from tests.helpers.guards import communicate_or_fail
-from tests.helpers.paths import ROOT
 from pipeline.config import CompressionSettings
 from pipeline.engine import Study, compress_study
 from pipeline.files import encoders as W
 from pipeline.outputs.local import write_local_outputs
 from pipeline.study.listing import StudyObject, order_study
 from pipeline.study.source import LocalStudySource
+from tests.helpers.guards import communicate_or_fail
+from tests.helpers.paths import ROOT
 
 LOSSLESS = CompressionSettings(mode="lossless")
 LOSSY = CompressionSettings(rate=100)
@@ -49,8 +49,16 @@ BROKEN = (
     "edge-cases/non-conformant/emri_small_jpeg_2k_lossless_too_short.dcm",
 )
 FIXTURE_ORDER = [
-    "CT1/01.dcm", "CT1/02.dcm", "CT1/03.dcm", "CT1/04.dcm",
-    "CT2/I10", "CT2/I20", "CT2/I30", "CT2/I40", "CT2/I50", "CT2/I100",
+    "CT1/01.dcm",
+    "CT1/02.dcm",
+    "CT1/03.dcm",
+    "CT1/04.dcm",
+    "CT2/I10",
+    "CT2/I20",
+    "CT2/I30",
+    "CT2/I40",
+    "CT2/I50",
+    "CT2/I100",
     "report/test-SR.dcm",
 ]
 HANG_GUARD_SECONDS = 600  # a hang guard for the subprocess runs, never an assertion about speed
@@ -129,13 +137,25 @@ def compress_in_subprocess(src: Path, zip_path: Path, settings: dict[str, Any], 
     test fails at once with the child's diagnosis: a regression, never retried away."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, json.dumps({"src": str(src), "zip": str(zip_path), "settings": settings, "workers": workers})],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            json.dumps({"src": str(src), "zip": str(zip_path), "settings": settings, "workers": workers}),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     _, err = communicate_or_fail(proc, HANG_GUARD_SECONDS, f"compressing {src} (the engine hangs)")
     if proc.returncode == IDLE_WAIT_EXIT:
-        pytest.fail(f"the encoder pool waited with nothing in flight (the idle-wait hang) compressing {src}:\n"
-                    f"{err[-3000:]}", pytrace=False)
+        pytest.fail(
+            f"the encoder pool waited with nothing in flight (the idle-wait hang) compressing {src}:\n{err[-3000:]}",
+            pytrace=False,
+        )
     assert proc.returncode == 0, err[-3000:]
     return json.loads(zip_path.with_suffix(".result.json").read_text())
 
@@ -219,7 +239,7 @@ def test_every_file_exactly_once_in_natural_order(run, request, corpus_study):
     assert names == natural_paths(paths)
     # Independently of the listing code: each folder's subtree is one block, and within a folder
     # names that differ only by a number come in numeric order (I90 < I100, 9.dcm < 10.dcm).
-    folders = {n[: i] for n in names for i in range(len(n)) if n[i] == "/"}
+    folders = {n[:i] for n in names for i in range(len(n)) if n[i] == "/"}
     assert len(folders) > 25
     for folder in folders:
         inside = [i for i, n in enumerate(names) if n.startswith(folder + "/")]
@@ -340,7 +360,9 @@ def _combination(data: bytes) -> tuple:
 def _gdcm_raw(entry: bytes, workdir: Path, name: str) -> pydicom.Dataset:
     src, dst = workdir / f"{name}.in.dcm", workdir / f"{name}.raw.dcm"
     src.write_bytes(entry)
-    proc = subprocess.run(["gdcmconv", "--raw", str(src), str(dst)], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        ["gdcmconv", "--raw", str(src), str(dst)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, f"gdcmconv failed on {name}: {proc.stderr[-500:]}"
     return pydicom.dcmread(dst)
 
@@ -468,7 +490,9 @@ def test_verify_off_records_skipped_and_output_is_still_valid(fixture_study, tmp
             assert np.array_equal(pixels(entry), pixels((fixture_study / f["path"]).read_bytes())), f["path"]
 
 
-@pytest.mark.parametrize("content", [[], ["_READY"], ["_READY", "manifest.json"]], ids=["empty", "ready-only", "triggers-only"])
+@pytest.mark.parametrize(
+    "content", [[], ["_READY"], ["_READY", "manifest.json"]], ids=["empty", "ready-only", "triggers-only"]
+)
 def test_empty_study_fails_and_leaves_no_zip(content, tmp_path):
     study = tmp_path / "study"
     study.mkdir()

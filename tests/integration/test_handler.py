@@ -19,6 +19,11 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
+from devstack.poller import LambdaContext, sqs_event
+from devstack.stack import LocalStack
+from pipeline.aws import client, reset_clients
+from tests.helpers.aws import create_resources, get_bytes, upload, worker_env
+from tests.helpers.events import COMPRESSED, FAILED, Event, check_event_shape, read_events
 from tests.helpers.studies import (
     FIXTURE_ORDER,
     SMALL_ORDER,
@@ -28,11 +33,6 @@ from tests.helpers.studies import (
     sha256,
     study_files,
 )
-from tests.helpers.aws import create_resources, get_bytes, upload, worker_env
-from tests.helpers.events import COMPRESSED, FAILED, Event, check_event_shape, read_events
-from pipeline.aws import client, reset_clients
-from devstack.stack import LocalStack
-from devstack.poller import LambdaContext, sqs_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -65,8 +65,9 @@ class Aws:
         """What Lambda's SQS poller does afterwards: delete successes, make failures visible again."""
         for m in messages:
             if m["MessageId"] in failed_ids:
-                self.sqs.change_message_visibility(QueueUrl=self.stack.queue_url, ReceiptHandle=m["ReceiptHandle"],
-                                                   VisibilityTimeout=0)
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.stack.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+                )
             else:
                 self.sqs.delete_message(QueueUrl=self.stack.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
@@ -117,11 +118,15 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
         assert (stack.bucket, stack.bus_name) == (probe.bucket, probe.bus_name)
         sqs = client("sqs")
         # The notification configuration sent an s3:TestEvent: keep it for the test that wants it.
-        test_events = [m for m in sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10,
-                                                      AttributeNames=["All"]).get("Messages", [])]
+        test_events = list(
+            sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+                "Messages", []
+            )
+        )
         assert [json.loads(m["Body"]).get("Event") for m in test_events] == ["s3:TestEvent"]
-        sqs.change_message_visibility(QueueUrl=stack.queue_url, ReceiptHandle=test_events[0]["ReceiptHandle"],
-                                      VisibilityTimeout=0)
+        sqs.change_message_visibility(
+            QueueUrl=stack.queue_url, ReceiptHandle=test_events[0]["ReceiptHandle"], VisibilityTimeout=0
+        )
         from handlers import worker
 
         monkeypatch.setattr(worker.metrics, "namespace", "DicomCompression")  # read at import time
@@ -172,8 +177,13 @@ def test_s3_test_event_is_dropped(aws: Aws) -> None:
     assert listing == []
 
 
-def test_fixture_study_end_to_end(aws: Aws, fixture_study: Path, capsys: pytest.CaptureFixture[str],
-                                  caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fixture_study_end_to_end(
+    aws: Aws,
+    fixture_study: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     route_logs_to_capsys(monkeypatch)
     drop_test_event(aws)
     prefix = "incoming/clinic-7/2025-08-27/ct-nested-001/"
@@ -186,7 +196,10 @@ def test_fixture_study_end_to_end(aws: Aws, fixture_study: Path, capsys: pytest.
     response = aws.invoke([msg])
 
     assert response == {"batchItemFailures": []}
-    zip_key, record_key = "compressed/clinic-7/2025-08-27/ct-nested-001.zip", "compressed/clinic-7/2025-08-27/ct-nested-001.result.json"
+    zip_key, record_key = (
+        "compressed/clinic-7/2025-08-27/ct-nested-001.zip",
+        "compressed/clinic-7/2025-08-27/ct-nested-001.result.json",
+    )
     zip_bytes = aws.get(zip_key)
     assert zip_bytes is not None
     with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
@@ -341,8 +354,10 @@ def test_manifest_metadata_that_cannot_be_stored_fails_cleanly(aws: Aws, small: 
     assert aws.run([msg]) == set()
     record = aws.record("compressed/invalid/surrogate.result.json")
     assert record["status"] == "failed"
-    assert record["error"] == {"code": "InvalidManifest",
-                               "message": "manifest.json is not valid JSON: it contains lone surrogate escapes"}
+    assert record["error"] == {
+        "code": "InvalidManifest",
+        "message": "manifest.json is not valid JSON: it contains lone surrogate escapes",
+    }
     assert record["metadata"] is None  # nothing of the manifest is kept
     [event] = aws.new_events(prefix)
     check_event_shape(event, bucket=aws.stack.bucket)
@@ -392,8 +407,12 @@ def test_changed_inputs_without_and_with_overwrite(aws: Aws, small: dict[str, by
     # A file changes (another real slice) and the study is announced again without overwriteExisting.
     changed = {**small, "MR1/IM2": (corpus / "edge-cases/dicomdir-tree/dicomdirtests/98892003/MR2/6605").read_bytes()}
     assert changed["MR1/IM2"] != small["MR1/IM2"]
-    aws.submit(prefix, {"MR1/IM2": changed["MR1/IM2"]}, marker="manifest.json",
-               marker_body=manifest_for(changed, overwriteExisting=False))
+    aws.submit(
+        prefix,
+        {"MR1/IM2": changed["MR1/IM2"]},
+        marker="manifest.json",
+        marker_body=manifest_for(changed, overwriteExisting=False),
+    )
     assert aws.run([aws.receive_one()]) == set()
     [refused] = aws.new_events(prefix)
     check_event_shape(refused, bucket=aws.stack.bucket)
@@ -404,7 +423,9 @@ def test_changed_inputs_without_and_with_overwrite(aws: Aws, small: dict[str, by
     assert aws.get(record_key) == record_before
 
     # With overwriteExisting: true the outputs are replaced.
-    aws.s3.put_object(Bucket=aws.stack.bucket, Key=prefix + "manifest.json", Body=manifest_for(changed, overwriteExisting=True))
+    aws.s3.put_object(
+        Bucket=aws.stack.bucket, Key=prefix + "manifest.json", Body=manifest_for(changed, overwriteExisting=True)
+    )
     assert aws.run([aws.receive_one()]) == set()
     [replaced] = aws.new_events(prefix)
     assert replaced.detail_type == COMPRESSED

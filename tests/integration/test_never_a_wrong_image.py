@@ -54,8 +54,7 @@ def _one_sample_off(frame: np.ndarray) -> np.ndarray:
     return wrong
 
 
-def patch_encode(monkeypatch: pytest.MonkeyPatch, codec: str, fault: str,
-                 only: np.ndarray | None = None) -> list[int]:
+def patch_encode(monkeypatch: pytest.MonkeyPatch, codec: str, fault: str, only: np.ndarray | None = None) -> list[int]:
     """Make ``codec``'s encode faulty (for the frame equal to ``only``, or every frame); returns
     a list that grows by one per faulty encode in this process (forked encoders count their own)."""
     cls = CODECS[codec]
@@ -86,6 +85,7 @@ REASON = {"mismatch": "differs from the source", "undecodable": "decod"}
 
 # --------------------------------------------------------------------------- process_file
 
+
 @pytest.mark.parametrize("codec,fault", FAULTS)
 def test_process_file_keeps_the_original(corpus: Path, monkeypatch: pytest.MonkeyPatch, codec: str, fault: str) -> None:
     data = (corpus / CT_SLICE).read_bytes()
@@ -99,6 +99,7 @@ def test_process_file_keeps_the_original(corpus: Path, monkeypatch: pytest.Monke
 
 
 # --------------------------------------------------------------------------- the engine
+
 
 def _study(corpus: Path, root: Path, *, multiframe: bool) -> Path:
     if multiframe:
@@ -122,15 +123,18 @@ def _check_record(record: dict[str, Any], kept: str, fault: str) -> None:
     assert REASON[fault] in entry["reason"], entry["reason"]
 
 
-def _compress_locally(root: Path, cfg: CompressionSettings, budget: MemoryBudget | None) -> tuple[dict[str, Any], bytes]:
+def _compress_locally(
+    root: Path, cfg: CompressionSettings, budget: MemoryBudget | None
+) -> tuple[dict[str, Any], bytes]:
     buf = io.BytesIO()
     run = compress_study(Study.from_source(LocalStudySource(root)), buf, cfg, encoders=2, budget=budget)
     return build_record(run, output={}), buf.getvalue()
 
 
 @pytest.mark.parametrize("codec,fault", FAULTS)
-def test_engine_puts_the_original_in_the_zip(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             codec: str, fault: str) -> None:
+def test_engine_puts_the_original_in_the_zip(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, codec: str, fault: str
+) -> None:
     root = _study(corpus, tmp_path / "study", multiframe=False)
     patch_encode(monkeypatch, codec, fault)
     record, zipped = _compress_locally(root, settings(codec, fault), None)
@@ -142,8 +146,9 @@ def test_engine_puts_the_original_in_the_zip(corpus: Path, tmp_path: Path, monke
 
 
 @pytest.mark.parametrize("codec,fault", FAULTS)
-def test_engine_keeps_a_multiframe_object_whose_one_frame_fails(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                codec: str, fault: str) -> None:
+def test_engine_keeps_a_multiframe_object_whose_one_frame_fails(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, codec: str, fault: str
+) -> None:
     root = _study(corpus, tmp_path / "study", multiframe=True)
     volume = root / "CBCT" / "volume.dcm"
     clean, _ = _compress_locally(root, settings(codec, fault), SMALL_BUDGET)
@@ -157,6 +162,7 @@ def test_engine_keeps_a_multiframe_object_whose_one_frame_fails(corpus: Path, tm
 
 # --------------------------------------------------------------------------- the S3 study job
 
+
 @pytest.fixture
 def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, dict[str, bytes]], dict[str, Any]]]:
     """The worker Lambda on in-process moto: ``run(prefix, files)`` uploads a study with its
@@ -164,8 +170,14 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, dict[
     for name in list(os.environ):
         if name.startswith("AWS_") or name in ("COMPRESSION_RATE", "CODEC", "VERIFY", "ENCODERS", "WORKERS"):
             monkeypatch.delenv(name)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression", "POWERTOOLS_TRACE_DISABLED": "1", "ENCODERS": "2"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "ENCODERS": "2",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     reset_clients()
@@ -183,14 +195,17 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, dict[
             for rel, data in files.items():
                 s3.put_object(Bucket=stack.bucket, Key=prefix + rel, Body=data)
             s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
-            messages = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10,
-                                           AttributeNames=["All"]).get("Messages", [])
+            messages = sqs.receive_message(
+                QueueUrl=stack.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+            ).get("Messages", [])
             assert len(messages) == 1
             assert worker.handler(sqs_event(messages, arn), LambdaContext(900)) == {"batchItemFailures": []}
-            out = "compressed/" + prefix[len("incoming/"):].rstrip("/")
+            out = "compressed/" + prefix[len("incoming/") :].rstrip("/")
             record = json.loads(s3.get_object(Bucket=stack.bucket, Key=out + ".result.json")["Body"].read())
             zipped = s3.get_object(Bucket=stack.bucket, Key=out + ".zip")["Body"].read()
-            notes = sqs.receive_message(QueueUrl=stack.notification_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            notes = sqs.receive_message(QueueUrl=stack.notification_queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
             return {"record": record, "zip": zipped, "events": [json.loads(m["Body"]) for m in notes]}
 
         yield run
@@ -202,8 +217,14 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("codec,fault", FAULTS)
-def test_s3_job_delivers_the_originals_with_a_warning(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      lambda_env: Callable[..., dict[str, Any]], codec: str, fault: str) -> None:
+def test_s3_job_delivers_the_originals_with_a_warning(
+    corpus: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lambda_env: Callable[..., dict[str, Any]],
+    codec: str,
+    fault: str,
+) -> None:
     root = _study(corpus, tmp_path / "study", multiframe=False)
     monkeypatch.setenv("CODEC", codec)
     monkeypatch.setenv("COMPRESSION_RATE", "0" if fault == "mismatch" else "100")
@@ -219,8 +240,9 @@ def test_s3_job_delivers_the_originals_with_a_warning(corpus: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize("codec", CODECS)
-def test_s3_job_keeps_a_multiframe_object_whose_one_frame_fails(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                lambda_env: Callable[..., dict[str, Any]], codec: str) -> None:
+def test_s3_job_keeps_a_multiframe_object_whose_one_frame_fails(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lambda_env: Callable[..., dict[str, Any]], codec: str
+) -> None:
     root = _study(corpus, tmp_path / "study", multiframe=True)
     volume = root / "CBCT" / "volume.dcm"
     monkeypatch.setenv("CODEC", codec)

@@ -37,12 +37,20 @@ TINY = MemoryBudget.for_host(2, in_flight=1 * MIB)  # stream threshold 256 KiB: 
 ROOMY = MemoryBudget.for_host(2, in_flight=128 * MIB)
 # Real images of every kind the streamed path must handle like the whole-file path.
 KINDS = [
-    "multiframe/emri_small.dcm", "multiframe/6_1.dcm", "multiframe/enhanced-mr-siemens-xa-3frame.dcm",
-    "edge-cases/transfer-syntax/image_dfl.dcm", "edge-cases/transfer-syntax/emri_small_jpeg_2k_lossless.dcm",
-    "edge-cases/transfer-syntax/JPEG-LL.dcm", "edge-cases/transfer-syntax/dcm_qa_ts/7.dcm",
-    "edge-cases/transfer-syntax/MR_small_RLE.dcm", "edge-cases/transfer-syntax/SC_rgb_rle_16bit.dcm",
-    "edge-cases/transfer-syntax/OBXXXX1A_rle.dcm", "ct-series/ge-hispeed-head-tilt/01.dcm",
-    "multiframe/examples_ybr_color.dcm", "multiframe/liver.dcm", "mr-series/hitachi-anatomical-4/001.dcm",
+    "multiframe/emri_small.dcm",
+    "multiframe/6_1.dcm",
+    "multiframe/enhanced-mr-siemens-xa-3frame.dcm",
+    "edge-cases/transfer-syntax/image_dfl.dcm",
+    "edge-cases/transfer-syntax/emri_small_jpeg_2k_lossless.dcm",
+    "edge-cases/transfer-syntax/JPEG-LL.dcm",
+    "edge-cases/transfer-syntax/dcm_qa_ts/7.dcm",
+    "edge-cases/transfer-syntax/MR_small_RLE.dcm",
+    "edge-cases/transfer-syntax/SC_rgb_rle_16bit.dcm",
+    "edge-cases/transfer-syntax/OBXXXX1A_rle.dcm",
+    "ct-series/ge-hispeed-head-tilt/01.dcm",
+    "multiframe/examples_ybr_color.dcm",
+    "multiframe/liver.dcm",
+    "mr-series/hitachi-anatomical-4/001.dcm",
 ]
 
 
@@ -97,8 +105,12 @@ def test_streamed_objects_give_the_bytes_of_whole_files(kinds: Path, settings: C
 def test_lossless_compressed_inputs_are_reencoded_bit_exact(kinds: Path) -> None:
     run, data = _run(kinds, LOSSY, TINY)
     by_path = {o.path: o for o in run.outcomes}
-    for name in ("edge-cases_transfer-syntax_JPEG-LL.dcm", "edge-cases_transfer-syntax_dcm_qa_ts_7.dcm",
-                 "edge-cases_transfer-syntax_MR_small_RLE.dcm", "edge-cases_transfer-syntax_emri_small_jpeg_2k_lossless.dcm"):
+    for name in (
+        "edge-cases_transfer-syntax_JPEG-LL.dcm",
+        "edge-cases_transfer-syntax_dcm_qa_ts_7.dcm",
+        "edge-cases_transfer-syntax_MR_small_RLE.dcm",
+        "edge-cases_transfer-syntax_emri_small_jpeg_2k_lossless.dcm",
+    ):
         assert by_path[name].action == "compressed", by_path[name].reason
         assert by_path[name].transfer_syntax_out == "1.2.840.10008.1.2.4.91"
     run, data = _run(kinds, LOSSLESS, TINY)
@@ -138,18 +150,26 @@ def test_a_multiframe_volume_is_split_across_encoders_and_bit_exact(volume: Path
 
 def test_extended_offset_table_when_offsets_exceed_32_bits(volume: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(assemble_module, "_MAX_BOT", 1000)  # as if the frames passed 4 GiB
-    run, data = _run(volume, LOSSY, MemoryBudget.for_host(2, in_flight=4 * MIB))
+    _, data = _run(volume, LOSSY, MemoryBudget.for_host(2, in_flight=4 * MIB))
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         out = pydicom.dcmread(io.BytesIO(zf.read("vol.dcm")))
     assert struct.unpack_from("<I", out.PixelData, 4)[0] == 0, "the BOT must be empty with an EOT"
     offsets = struct.unpack(f"<{48}Q", out.ExtendedOffsetTable)
     lengths = struct.unpack(f"<{48}Q", out.ExtendedOffsetTableLengths)
-    frames = list(generate_frames(out.PixelData, number_of_frames=48, extended_offsets=(out.ExtendedOffsetTable, out.ExtendedOffsetTableLengths)))
-    assert len(frames) == 48 and offsets[0] == 0 and all(len(f) <= n for f, n in zip(frames, lengths))
+    frames = list(
+        generate_frames(
+            out.PixelData,
+            number_of_frames=48,
+            extended_offsets=(out.ExtendedOffsetTable, out.ExtendedOffsetTableLengths),
+        )
+    )
+    assert len(frames) == 48 and offsets[0] == 0 and all(len(f) <= n for f, n in zip(frames, lengths, strict=True))
     assert pixel_array(out).shape == (48, 512, 512)
 
 
-def test_spool_goes_to_a_temporary_file_that_leaves_nothing(volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spool_goes_to_a_temporary_file_that_leaves_nothing(
+    volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spool_dir = tmp_path / "spool"
     spool_dir.mkdir()
     monkeypatch.setenv("TMPDIR", str(spool_dir))
@@ -191,7 +211,7 @@ def test_bad_native_objects_are_kept_with_a_clear_reason(volume: Path, tmp_path:
 def test_deflate_bomb_is_inflated_as_a_stream(corpus: Path, tmp_path: Path) -> None:
     bomb = build_deflate_bomb(tmp_path / "bomb" / "bomb.dcm", corpus, frames=200)  # 100 MiB inflated
     assert bomb.stat().st_size < 200_000
-    run, data = _run(bomb.parent, LOSSLESS, ROOMY)
+    run, _ = _run(bomb.parent, LOSSLESS, ROOMY)
     (o,) = run.outcomes
     assert o.action == "compressed" and o.streamed and o.frames == 200
     assert o.pixel_bytes_in == 200 * 512 * 512 * 2
@@ -215,7 +235,9 @@ def test_broken_deflate_streams_are_kept(corpus: Path, tmp_path: Path, case: str
         assert zf.read("bomb.dcm") == data
 
 
-def test_large_kept_objects_are_stored_without_compression_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_kept_objects_are_stored_without_compression_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pipeline.engine as engine
 
     monkeypatch.setattr(engine, "LARGE_KEPT", 1 * MIB)
@@ -223,7 +245,7 @@ def test_large_kept_objects_are_stored_without_compression_work(tmp_path: Path, 
     root.mkdir()
     blob = os.urandom(1024) * 3 * 1024  # 3 MiB, very compressible, not DICOM
     (root / "notes.bin").write_bytes(blob)
-    run, data = _run(root, LOSSLESS, MemoryBudget.for_host(2, in_flight=1 * MIB))
+    _, data = _run(root, LOSSLESS, MemoryBudget.for_host(2, in_flight=1 * MIB))
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         info = zf.getinfo("notes.bin")
         assert zf.read("notes.bin") == blob
@@ -239,8 +261,12 @@ def test_s3_objects_are_read_by_ranges_and_give_the_local_bytes(volume: Path) ->
         s3.create_bucket(Bucket="study-bucket")
         s3.put_object(Bucket="study-bucket", Key="incoming/c/s/vol.dcm", Body=data)
         ranges: list[str] = []
-        s3.meta.events.register("provide-client-params.s3.GetObject", lambda params, **_: ranges.append(params.get("Range", "")))
-        source = S3StudySource(s3, "study-bucket", "incoming/c/s/", checksums={"vol.dcm": hashlib.sha256(data).hexdigest()})
+        s3.meta.events.register(
+            "provide-client-params.s3.GetObject", lambda params, **_: ranges.append(params.get("Range", ""))
+        )
+        source = S3StudySource(
+            s3, "study-bucket", "incoming/c/s/", checksums={"vol.dcm": hashlib.sha256(data).hexdigest()}
+        )
         _, remote = _run(volume, LOSSY, budget, source=source)
         assert remote == local
         assert ranges and all(r.startswith("bytes=") for r in ranges)
@@ -250,8 +276,9 @@ def test_s3_objects_are_read_by_ranges_and_give_the_local_bytes(volume: Path) ->
             _run(volume, LOSSY, budget, source=bad)
 
 
-def test_an_encoder_dying_on_a_frame_keeps_the_object_and_the_study_goes_on(volume: Path, fixture_study: Path,
-                                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_encoder_dying_on_a_frame_keeps_the_object_and_the_study_goes_on(
+    volume: Path, fixture_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pipeline.files.encoders as W
 
     root = tmp_path / "study"
@@ -270,7 +297,9 @@ def test_an_encoder_dying_on_a_frame_keeps_the_object_and_the_study_goes_on(volu
     run, data = _run(root, LOSSLESS, budget)
     by_path = {o.path: o for o in run.outcomes}
     vol = by_path["vol.dcm"]
-    assert vol.action == "kept" and vol.warning and "frame 8 of 48" in (vol.reason or "") and "died" in (vol.reason or "")
+    assert (
+        vol.action == "kept" and vol.warning and "frame 8 of 48" in (vol.reason or "") and "died" in (vol.reason or "")
+    )
     assert sum(o.action == "compressed" for o in run.outcomes) == 10  # the fixture's CT slices
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert zf.read("vol.dcm") == (volume / "vol.dcm").read_bytes()
@@ -322,10 +351,22 @@ def test_the_time_guard_learns_a_deflated_objects_real_size(corpus: Path, tmp_pa
     bomb = build_deflate_bomb(tmp_path / "bomb" / "bomb.dcm", corpus, frames=200)
     guard = pixel_guard(lambda: 40_000, 1)  # 40 s left
     assert guard is not None
-    with pytest.raises(StudyFailed, match="bomb.dcm holds 104,857,600 bytes of pixel data"):
-        compress_study(Study.from_source(LocalStudySource(bomb.parent)), io.BytesIO(), LOSSLESS, encoders=1,
-                       budget=ROOMY, on_pixels=guard)
+    with pytest.raises(StudyFailed, match=r"bomb\.dcm holds 104,857,600 bytes of pixel data"):
+        compress_study(
+            Study.from_source(LocalStudySource(bomb.parent)),
+            io.BytesIO(),
+            LOSSLESS,
+            encoders=1,
+            budget=ROOMY,
+            on_pixels=guard,
+        )
     roomy = pixel_guard(lambda: 900_000, 1)
-    run = compress_study(Study.from_source(LocalStudySource(bomb.parent)), io.BytesIO(), LOSSLESS, encoders=1,
-                         budget=ROOMY, on_pixels=roomy)
+    run = compress_study(
+        Study.from_source(LocalStudySource(bomb.parent)),
+        io.BytesIO(),
+        LOSSLESS,
+        encoders=1,
+        budget=ROOMY,
+        on_pixels=roomy,
+    )
     assert run.outcomes[0].action == "compressed"

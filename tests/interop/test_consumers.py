@@ -19,9 +19,9 @@ import pytest
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 
+from pipeline.files.process import process_file
 from tests.helpers.consumers import Orthanc, dciodvfy_errors, dcmdump_ok, gdcm_decode, missing_tools, opj_decode
 from tests.helpers.interop_sample import SAMPLE, SETTINGS
-from pipeline.files.process import process_file
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "build" / "interop-table.md"
@@ -30,8 +30,7 @@ HTJ2K = ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.
 DOCUMENTED = {
     # dicom3tools' US Image module allows only YBR_RCT/YBR_ICT with JPEG 2000; PS3.5 8.2.4 allows
     # RGB without the colour transform, which is what every consumer here renders.
-    "Error - Unrecognized enumerated value <RGB> for value 1 of attribute <Photometric Interpretation>":
-        "US RGB without the colour transform",
+    "Error - Unrecognized enumerated value <RGB> for value 1 of attribute <Photometric Interpretation>": "US RGB without the colour transform",
 }
 #: consumer -> transfer syntax label -> [passed, total, notes]
 RESULTS: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0, 0, set()]))
@@ -39,8 +38,11 @@ DCIODVFY_COUNTS: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 #: (path, settings label) -> the table column: the transfer syntax actually written (the quality
 #: floor writes an image no lossy encoding holds to it as lossless).
 COLUMN: dict[tuple[str, str], str] = {}
-_LOSSLESS_COLUMN = {"J2K lossy .91": "J2K lossless .90", "HTJ2K lossy .203": "HTJ2K lossless RPCL .202",
-                    "J2K lossy .91, YBR_ICT": "J2K lossless .90, YBR_RCT"}
+_LOSSLESS_COLUMN = {
+    "J2K lossy .91": "J2K lossless .90",
+    "HTJ2K lossy .203": "HTJ2K lossless RPCL .202",
+    "J2K lossy .91, YBR_ICT": "J2K lossless .90, YBR_RCT",
+}
 
 
 def _record(consumer: str, key: tuple[str, str], ok: bool, note: str = "") -> None:
@@ -76,7 +78,9 @@ def outputs(corpus, tmp_path_factory):
             out_path = tmp / f"{index}-{label.split()[-1].replace(',', '')}-{settings.colour_transform}.dcm"
             out_path.write_bytes(o.data)
             found[(rel, label)] = (src_path, src, out_path, pydicom.dcmread(BytesIO(o.data)), o)
-            COLUMN[(rel, label)] = label if o.verification.get("status") != "bit-exact" or settings.lossless else _LOSSLESS_COLUMN[label]
+            COLUMN[(rel, label)] = (
+                label if o.verification.get("status") != "bit-exact" or settings.lossless else _LOSSLESS_COLUMN[label]
+            )
     assert len(found) >= 40, "every sample file is compressed in each mode (palette: lossless only)"
     return found
 
@@ -103,7 +107,7 @@ def _tolerance(o, ds: pydicom.Dataset, preview: bool) -> int:
         return 0
     err = int(o.verification["maxAbsError"]) + DECODER_ROUNDING
     bits = int(ds.BitsStored)
-    return math.ceil(err * 255 / (2 ** bits - 1)) + 1 if preview and bits > 8 else err
+    return math.ceil(err * 255 / (2**bits - 1)) + 1 if preview and bits > 8 else err
 
 
 def _max_error(got: np.ndarray | None, want: np.ndarray) -> int | None:
@@ -139,11 +143,23 @@ def test_orthanc_stores_and_returns_first_and_last_frames(outputs, orthanc):
             if error is None or error > _tolerance(o, src, colour):
                 ok, note = False, f"frame {index}: error {error}"
                 break
-        _record(f"Orthanc 1.10 + GDCM plugin 1.5 returns frames ({'preview' if colour else 'image-(u)int16'})", (rel, label), ok,
-                "" if ok else f"{note}: GDCM cannot convert {out.PhotometricInterpretation}"
-                if note.startswith("HTTP") and out.PhotometricInterpretation.startswith("YBR")
-                else f"{note}: GDCM 3.0 does not decode it" if note.startswith("HTTP") else note)
-        if out.file_meta.TransferSyntaxUID not in HTJ2K and not ok and out.PhotometricInterpretation not in ("YBR_RCT", "YBR_ICT"):
+        _record(
+            f"Orthanc 1.10 + GDCM plugin 1.5 returns frames ({'preview' if colour else 'image-(u)int16'})",
+            (rel, label),
+            ok,
+            ""
+            if ok
+            else f"{note}: GDCM cannot convert {out.PhotometricInterpretation}"
+            if note.startswith("HTTP") and out.PhotometricInterpretation.startswith("YBR")
+            else f"{note}: GDCM 3.0 does not decode it"
+            if note.startswith("HTTP")
+            else note,
+        )
+        if (
+            out.file_meta.TransferSyntaxUID not in HTJ2K
+            and not ok
+            and out.PhotometricInterpretation not in ("YBR_RCT", "YBR_ICT")
+        ):
             failures.append((rel, label, note))
     assert not failures, f"Orthanc did not return these frames right: {failures}"
 
@@ -168,8 +184,12 @@ def test_dciodvfy_adds_no_undocumented_error(outputs):
         DCIODVFY_COUNTS[COLUMN[(rel, label)]][1] += len(after)
         added = [e for e in after if e not in before]
         undocumented = [e for e in added if e not in DOCUMENTED]
-        _record("dciodvfy (dicom3tools 2022) adds no error", (rel, label), not undocumented,
-                "; ".join(sorted(DOCUMENTED[e] for e in added if e in DOCUMENTED)))
+        _record(
+            "dciodvfy (dicom3tools 2022) adds no error",
+            (rel, label),
+            not undocumented,
+            "; ".join(sorted(DOCUMENTED[e] for e in added if e in DOCUMENTED)),
+        )
         if undocumented:
             failures.append((rel, label, undocumented))
     assert not failures
@@ -239,10 +259,12 @@ def table() -> str:
         lines.append(f"| {consumer} | " + " | ".join(row) + " |")
     counts = ", ".join(f"{label}: {b} -> {a}" for label, (b, a) in DCIODVFY_COUNTS.items())
     lines.append("")
-    lines.append("Columns are the transfer syntax written (an image the quality floor wrote lossless counts as"
-                 " lossless). n/a: not applicable (python-gdcm is run on HTJ2K only; dicom3tools 2022 cannot read the"
-                 " HTJ2K transfer syntaxes; image-(u)int16 is for greyscale, preview for colour). dciodvfy `Error`"
-                 f" lines over the sample, sources -> outputs: {counts}.")
+    lines.append(
+        "Columns are the transfer syntax written (an image the quality floor wrote lossless counts as"
+        " lossless). n/a: not applicable (python-gdcm is run on HTJ2K only; dicom3tools 2022 cannot read the"
+        " HTJ2K transfer syntaxes; image-(u)int16 is for greyscale, preview for colour). dciodvfy `Error`"
+        f" lines over the sample, sources -> outputs: {counts}."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.studies import make_ct_study, manifest_for, sha256, study_files
+
+from pipeline.aws import client
+from pipeline.trigger.events import StudyTrigger, parse_body
 from tests.helpers.aws import (
     drop_pending,
     get_bytes,
@@ -28,9 +30,7 @@ from tests.helpers.events import EventLog
 from tests.helpers.guards import wait_for
 from tests.helpers.processes import WorkerProcess, messages
 from tests.helpers.s3_faults import S3Faults, request_key
-
-from pipeline.aws import client
-from pipeline.trigger.events import StudyTrigger, parse_body
+from tests.helpers.studies import make_ct_study, manifest_for, sha256, study_files
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -70,8 +70,9 @@ def _outcomes(workers: list[WorkerProcess]) -> dict[str, int]:
     return {
         "compressed": len(messages(logs, "study compressed")),
         "duplicates": len(messages(logs, "duplicate trigger")),
-        "lock_busy": sum("another worker is compressing" in str(line.get("reason", ""))
-                         for line in messages(logs, "study not ready")),
+        "lock_busy": sum(
+            "another worker is compressing" in str(line.get("reason", "")) for line in messages(logs, "study not ready")
+        ),
         "failed": len(messages(logs, "study failed")),
     }
 
@@ -91,8 +92,9 @@ def _run_workers(workers: list[WorkerProcess], sqs: Any, queue_url: str, until: 
     return _outcomes(workers)
 
 
-def test_five_triggers_two_workers_one_output(stack: Any, files: dict[str, bytes], reference: dict[str, Any],
-                                              tmp_path: Path) -> None:
+def test_five_triggers_two_workers_one_output(
+    stack: Any, files: dict[str, bytes], reference: dict[str, Any], tmp_path: Path
+) -> None:
     s3, sqs = client("s3"), client("sqs")
     events = EventLog(sqs, stack.notification_queue_url)
     prefix = "incoming/dup/study/"
@@ -103,8 +105,9 @@ def test_five_triggers_two_workers_one_output(stack: Any, files: dict[str, bytes
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
     s3.put_object(Bucket=stack.bucket, Key=prefix + "manifest.json", Body=manifest_for(files))
     wait_for(lambda: queue_counts(sqs, stack.queue_url)[0] == 2, "both notifications on the queue")
-    race = _run_workers(_workers(stack, tmp_path, "race"), sqs, stack.queue_url,
-                        lambda o: o["compressed"] + o["duplicates"] >= 2)
+    race = _run_workers(
+        _workers(stack, tmp_path, "race"), sqs, stack.queue_url, lambda o: o["compressed"] + o["duplicates"] >= 2
+    )
     assert race["compressed"] == 1 and race["duplicates"] == 1 and race["failed"] == 0, race
     record_after_race = s3.head_object(Bucket=stack.bucket, Key=record_key)["ETag"]
     zip_after_race = s3.head_object(Bucket=stack.bucket, Key=zip_key)["ETag"]
@@ -113,15 +116,18 @@ def test_five_triggers_two_workers_one_output(stack: Any, files: dict[str, bytes
     # Trigger 5: the first delivery of trigger 3 is received and dropped without deleting it
     # (a worker that died), so it reappears once its visibility is 0 (redelivery).
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
-    [again] = wait_for(lambda: sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10,
-                                                   AttributeNames=["All"]).get("Messages"), "the new notification")
+    [again] = wait_for(
+        lambda: sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+            "Messages"
+        ),
+        "the new notification",
+    )
     [trigger] = parse_body(again["Body"], bucket=stack.bucket, source_prefix="incoming/")
     assert isinstance(trigger, StudyTrigger) and (trigger.study_prefix, trigger.marker) == (prefix, "_READY")
     sqs.send_message(QueueUrl=stack.queue_url, MessageBody=again["Body"])
     sqs.change_message_visibility(QueueUrl=stack.queue_url, ReceiptHandle=again["ReceiptHandle"], VisibilityTimeout=0)
     wait_for(lambda: queue_counts(sqs, stack.queue_url)[0] == 2, "the redelivery and the copy on the queue")
-    later = _run_workers(_workers(stack, tmp_path, "later"), sqs, stack.queue_url,
-                         lambda o: o["duplicates"] >= 2)
+    later = _run_workers(_workers(stack, tmp_path, "later"), sqs, stack.queue_url, lambda o: o["duplicates"] >= 2)
     assert later["compressed"] == 0 and later["duplicates"] == 2 and later["failed"] == 0, later
     print(f"\nlock contention seen in the race: {race['lock_busy']} time(s)")
 
@@ -139,7 +145,8 @@ def test_five_triggers_two_workers_one_output(stack: Any, files: dict[str, bytes
     # One event for the input fingerprint; nothing left open, locked or queued.
     mine = events.for_prefix(prefix)
     assert [(e["detail-type"], e["detail"]["inputFingerprint"]) for e in mine] == [
-        ("Study Compressed", record["inputFingerprint"])]
+        ("Study Compressed", record["inputFingerprint"])
+    ]
     assert open_uploads(s3, stack.bucket) == []
     assert get_bytes(s3, stack.bucket, zip_key + ".lock") is None
     assert queue_counts(sqs, stack.queue_url) == (0, 0)
@@ -151,8 +158,8 @@ def test_worker_that_loses_the_race_after_its_duplicate_check_stays_silent(stack
     (none yet) and its lock PUT is throttled (503 SlowDown, retried by botocore); meanwhile
     worker A takes the lock, finishes the study and releases the lock. B's retried PUT then
     gets the lock: B must see A's final record and stay silent, not compress and announce again."""
-    from handlers.worker import handler
     from devstack.poller import poll_once
+    from handlers.worker import handler
     from pipeline.job.config import ServiceConfig
     from pipeline.job.run import run_trigger
 
@@ -160,8 +167,11 @@ def test_worker_that_loses_the_race_after_its_duplicate_check_stays_silent(stack
     events = EventLog(sqs, stack.notification_queue_url)
     events.read()
     prefix = "incoming/dup-race/study/"
-    zip_key, record_key, lock_key = ("compressed/dup-race/study.zip", "compressed/dup-race/study.result.json",
-                                     "compressed/dup-race/study.zip.lock")
+    zip_key, record_key, lock_key = (
+        "compressed/dup-race/study.zip",
+        "compressed/dup-race/study.result.json",
+        "compressed/dup-race/study.zip.lock",
+    )
     drop_pending(sqs, stack.queue_url)
     upload(s3, stack.bucket, prefix, dict(list(files.items())[:4]))
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")

@@ -52,8 +52,9 @@ SCRIPT = textwrap.dedent("""
 
 def test_pool_returns_every_job_in_order_without_stalling() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, "8"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not result["stalled"], "the encoder pool waited with no job in flight (it would hang forever)"
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
-from tests.helpers.aws import s3_notification
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -44,6 +43,7 @@ from pipeline.study.listing import (
 )
 from pipeline.study.manifest import ManifestError, parse_manifest
 from pipeline.trigger.events import Dropped, StudyTrigger, parse_body
+from tests.helpers.aws import s3_notification
 
 BUCKET = "dicom-compression-local-data"
 SOURCE_PREFIX = "incoming/"
@@ -55,20 +55,49 @@ def examples(default: int) -> int:
 
 
 def fuzz(default: int) -> Any:
-    return settings(max_examples=examples(default), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=examples(default),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 # --------------------------------------------------------------------------- strategies
 
-json_scalars = st.none() | st.booleans() | st.integers(-2**63, 2**64) | st.floats(allow_nan=False) | st.text(max_size=20)
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64) | st.floats(allow_nan=False) | st.text(max_size=20)
+)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=16,
 )
-SEGMENTS = ["incoming", "compressed", "clinic-7", "study 1", "CT1", "..", ".", "", "_READY", "manifest.json",
-            "%2E%2E", "a+b", "ü", "日本", "C:", "con", "x" * 300, "\x00", "\x1f", "\\", "a\\..\\b", "~2", "10", "2"]
+SEGMENTS = [
+    "incoming",
+    "compressed",
+    "clinic-7",
+    "study 1",
+    "CT1",
+    "..",
+    ".",
+    "",
+    "_READY",
+    "manifest.json",
+    "%2E%2E",
+    "a+b",
+    "ü",
+    "日本",
+    "C:",
+    "con",
+    "x" * 300,
+    "\x00",
+    "\x1f",
+    "\\",
+    "a\\..\\b",
+    "~2",
+    "10",
+    "2",
+]
 segment = st.sampled_from(SEGMENTS) | st.text(max_size=12)
 paths = st.lists(segment, min_size=1, max_size=7).map("/".join)
 
@@ -77,15 +106,40 @@ paths = st.lists(segment, min_size=1, max_size=7).map("/".join)
 def s3_records(draw: Any) -> Any:
     key = draw(paths | st.builds(lambda p, m: "incoming/" + p + "/" + m, paths, st.sampled_from(sorted(TRIGGER_NAMES))))
     record = s3_notification(
-        draw(st.sampled_from([BUCKET, "other-bucket", ""])), "x",
-        event_name=draw(st.sampled_from(["ObjectCreated:Put", "ObjectCreated:CompleteMultipartUpload",
-                                         "ObjectRemoved:Delete", "ObjectCreated", ""])),
+        draw(st.sampled_from([BUCKET, "other-bucket", ""])),
+        "x",
+        event_name=draw(
+            st.sampled_from(
+                [
+                    "ObjectCreated:Put",
+                    "ObjectCreated:CompleteMultipartUpload",
+                    "ObjectRemoved:Delete",
+                    "ObjectCreated",
+                    "",
+                ]
+            )
+        ),
     )["Records"][0]
     record["s3"]["object"]["key"] = quote_plus(key) if draw(st.booleans()) else key
     # Break it here and there: drop or replace fields with any JSON value.
-    for path in draw(st.lists(st.sampled_from([("eventSource",), ("eventName",), ("s3",), ("s3", "bucket"),
-                                               ("s3", "object"), ("s3", "bucket", "name"), ("s3", "object", "key"),
-                                               ("s3", "object", "size"), ("eventTime",)]), max_size=3)):
+    for path in draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    ("eventSource",),
+                    ("eventName",),
+                    ("s3",),
+                    ("s3", "bucket"),
+                    ("s3", "object"),
+                    ("s3", "bucket", "name"),
+                    ("s3", "object", "key"),
+                    ("s3", "object", "size"),
+                    ("eventTime",),
+                ]
+            ),
+            max_size=3,
+        )
+    ):
         parent = record
         for part in path[:-1]:
             parent = parent.get(part) if isinstance(parent, dict) else None
@@ -126,7 +180,7 @@ def test_parse_body_never_raises_and_triggers_are_sound(body: str) -> None:
             continue
         assert item.bucket == BUCKET
         assert item.key.startswith(SOURCE_PREFIX) and item.marker in TRIGGER_NAMES
-        assert all(part not in ("", ".", "..") for part in item.key[len(SOURCE_PREFIX):].split("/"))
+        assert all(part not in ("", ".", "..") for part in item.key[len(SOURCE_PREFIX) :].split("/"))
         assert item.study_prefix.endswith("/") and item.study_prefix != SOURCE_PREFIX
         assert len(item.key.encode("utf-8")) <= 1024
 
@@ -143,24 +197,32 @@ def test_parse_body_on_arbitrary_bytes(raw: bytes) -> None:
 manifest_files = st.lists(
     st.fixed_dictionaries(
         {"path": paths | st.sampled_from(["CT1/0001.dcm", "manifest.json", "a/manifest.json"])},
-        optional={"size": st.integers(-5, 10**12) | json_values,
-                  "sha256": st.sampled_from(["0" * 64, "A" * 64, "xyz"]) | json_values,
-                  "extra": json_values},
+        optional={
+            "size": st.integers(-5, 10**12) | json_values,
+            "sha256": st.sampled_from(["0" * 64, "A" * 64, "xyz"]) | json_values,
+            "extra": json_values,
+        },
     ),
     max_size=5,
 )
-manifest_docs = st.fixed_dictionaries({}, optional={
-    "compressionRate": st.sampled_from([0, 1, 1.5, 100, 10_000, 10_001, -1, True]) | json_values,
-    "mode": st.sampled_from(["lossy", "lossless", "LOSSLESS"]) | json_values,
-    "codec": st.sampled_from(["j2k", "htj2k", "jpeg"]) | json_values,
-    "outputFilename": st.sampled_from(["study.zip", "study", "../x.zip", "/x.zip", "a/b.zip", "..", ".", "x\\y.zip",
-                                       "x\x00.zip", " ", "é" * 200]) | paths | json_values,
-    "overwriteExisting": st.booleans() | json_values,
-    "verify": st.booleans() | json_values,
-    "files": manifest_files | json_values,
-    "metadata": json_values,
-    "unknownField": json_values,
-})
+manifest_docs = st.fixed_dictionaries(
+    {},
+    optional={
+        "compressionRate": st.sampled_from([0, 1, 1.5, 100, 10_000, 10_001, -1, True]) | json_values,
+        "mode": st.sampled_from(["lossy", "lossless", "LOSSLESS"]) | json_values,
+        "codec": st.sampled_from(["j2k", "htj2k", "jpeg"]) | json_values,
+        "outputFilename": st.sampled_from(
+            ["study.zip", "study", "../x.zip", "/x.zip", "a/b.zip", "..", ".", "x\\y.zip", "x\x00.zip", " ", "é" * 200]
+        )
+        | paths
+        | json_values,
+        "overwriteExisting": st.booleans() | json_values,
+        "verify": st.booleans() | json_values,
+        "files": manifest_files | json_values,
+        "metadata": json_values,
+        "unknownField": json_values,
+    },
+)
 
 
 def _check_manifest(raw: bytes) -> None:
@@ -197,7 +259,9 @@ def test_parse_manifest_structured(doc: dict[str, Any]) -> None:
 
 
 @fuzz(200)
-@given(st.binary(max_size=600) | st.builds(lambda d, cut: json.dumps(d).encode()[:cut], manifest_docs, st.integers(0, 400)))
+@given(
+    st.binary(max_size=600) | st.builds(lambda d, cut: json.dumps(d).encode()[:cut], manifest_docs, st.integers(0, 400))
+)
 def test_parse_manifest_raw_bytes(raw: bytes) -> None:
     _check_manifest(raw)
 
@@ -263,11 +327,20 @@ def mutations(draw: Any) -> list[tuple[str, int, Any]]:
     edits = []
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["truncate", "flip", "insert", "overwrite"]))
-        where = draw(st.one_of(st.integers(132, 2047).map(lambda b: ("head", b)),  # the header, after 'DICM'
-                               st.floats(0, 1, exclude_max=True).map(lambda f: ("frac", f)),  # anywhere
-                               st.integers(0, 131).map(lambda b: ("head", b))))  # preamble and 'DICM'
-        payload = (draw(st.integers(0, 7)) if kind == "flip" else
-                   draw(st.binary(min_size=1, max_size=16)) if kind in ("insert", "overwrite") else None)
+        where = draw(
+            st.one_of(
+                st.integers(132, 2047).map(lambda b: ("head", b)),  # the header, after 'DICM'
+                st.floats(0, 1, exclude_max=True).map(lambda f: ("frac", f)),  # anywhere
+                st.integers(0, 131).map(lambda b: ("head", b)),
+            )
+        )  # preamble and 'DICM'
+        payload = (
+            draw(st.integers(0, 7))
+            if kind == "flip"
+            else draw(st.binary(min_size=1, max_size=16))
+            if kind in ("insert", "overwrite")
+            else None
+        )
         edits.append((kind, where, payload))
     return edits
 
@@ -285,7 +358,7 @@ def mutate(data: bytes, edits: list[tuple[str, Any, Any]]) -> bytes:
         elif kind == "insert":
             buf[offset:offset] = payload
         else:
-            buf[offset:offset + len(payload)] = payload
+            buf[offset : offset + len(payload)] = payload
     return bytes(buf)
 
 
@@ -302,7 +375,9 @@ def _check_outcome(path: str, data: bytes, settings_: CompressionSettings, *, la
     outcome = process_file(path, data, settings_)  # must not raise, whatever the bytes
     assert outcome.action in ("kept", "compressed") and outcome.path == path
     if label:  # hypothesis statistics (--hypothesis-show-statistics): what the mutations led to
-        event(outcome.action if outcome.action == "compressed" else f"kept: {(outcome.reason or '').split(':')[0][:48]}")
+        event(
+            outcome.action if outcome.action == "compressed" else f"kept: {(outcome.reason or '').split(':')[0][:48]}"
+        )
     if outcome.action == "kept":
         assert outcome.data == data, "a kept file must be byte-identical to its input"
         assert outcome.reason

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.paths import ROOT
-from tests.helpers.studies import SMALL_STUDY, ct_slices
+
+from pipeline.archive import check_entry_name
+from pipeline.aws import client
 from tests.helpers.aws import (
     drop_pending,
     get_bytes,
@@ -33,10 +34,9 @@ from tests.helpers.aws import (
     run_until_idle,
 )
 from tests.helpers.events import EventLog
+from tests.helpers.paths import ROOT
 from tests.helpers.s3_faults import S3Faults, request_key
-
-from pipeline.archive import check_entry_name
-from pipeline.aws import client
+from tests.helpers.studies import SMALL_STUDY, ct_slices
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -116,8 +116,15 @@ def _measured_run(script: str, *args: str) -> dict[str, Any]:
         print(json.dumps(RESULT))
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", wrapper, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", wrapper, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -180,7 +187,7 @@ def test_hostile_names_and_empty_files(stack: Any, corpus: Path, tmp_path: Path)
     events = EventLog(sqs, stack.notification_queue_url)
     prefix = "incoming/hostile/names/"
     _submit(stack, prefix, sources)
-    listed = {k[len(prefix):] for k in list_keys(client("s3"), stack.bucket, prefix)}
+    listed = {k[len(prefix) :] for k in list_keys(client("s3"), stack.bucket, prefix)}
     assert set(sources) <= listed, sorted(set(sources) - listed)  # S3 (moto) stored every hostile key as is
     run_until_idle(stack.queue_url, _handler())
 
@@ -189,9 +196,20 @@ def test_hostile_names_and_empty_files(stack: Any, corpus: Path, tmp_path: Path)
     assert zip_bytes is not None
     rows = _check_every_file(record, zip_bytes, sources)
     # Names that could escape are escaped, and the record gives both names.
-    for path in ("a/../b.dcm", "../escape.dcm", "./dot.dcm", "/etc/passwd", "//server/share/abs.dcm",
-                 "C:\\Windows\\evil.dcm", "..\\..\\up.dcm", "C:relative.dcm", "ctl\x01\x1f\x7f.dcm", "tab\tname.dcm",
-                 "../collide.txt", "trailing/"):
+    for path in (
+        "a/../b.dcm",
+        "../escape.dcm",
+        "./dot.dcm",
+        "/etc/passwd",
+        "//server/share/abs.dcm",
+        "C:\\Windows\\evil.dcm",
+        "..\\..\\up.dcm",
+        "C:relative.dcm",
+        "ctl\x01\x1f\x7f.dcm",
+        "tab\tname.dcm",
+        "../collide.txt",
+        "trailing/",
+    ):
         assert "zipEntry" in rows[path] and rows[path]["zipEntry"] != path, path
     assert rows["../collide.txt"]["zipEntry"] != rows["%2E%2E/collide.txt"].get("zipEntry", "%2E%2E/collide.txt")
     for path in ("empty.dcm", "CT/empty"):
@@ -232,15 +250,21 @@ def test_non_utf8_local_file_name(corpus: Path, tmp_path: Path) -> None:
     with open(os.path.join(os.fsencode(root), b"latin1-\xe9t\xe9.dcm"), "wb") as fh:
         fh.write(b"not dicom")
     out = tmp_path / "out.zip"
-    result = _measured_run("""
+    result = _measured_run(
+        """
         import json, sys
         from pipeline.cli import main
         RESULT = {"code": main(["compress", sys.argv[1], "-o", sys.argv[2], "--lossless", "--workers", "2"])}
-    """, str(root), str(out))
+    """,
+        str(root),
+        str(out),
+    )
     record = json.loads(out.with_suffix(".result.json").read_text())
     assert result["code"] == 0 and record["status"] == "succeeded", record.get("error")
     assert [(f["path"], f["action"]) for f in record["files"]] == [
-        ("latin1-%E9t%E9.dcm", "kept"), ("ok.dcm", "compressed")]
+        ("latin1-%E9t%E9.dcm", "kept"),
+        ("ok.dcm", "compressed"),
+    ]
     assert _zip_entries(out.read_bytes())["latin1-%E9t%E9.dcm"] == b"not dicom"
 
 
@@ -254,11 +278,15 @@ def test_ten_thousand_tiny_files_local_folder_api(tmp_path: Path) -> None:
     for i in range(1, n + 1):
         (root / f"IM{i}").write_bytes(b"tiny %d\n" % i)
     out = tmp_path / "out.zip"
-    result = _measured_run("""
+    result = _measured_run(
+        """
         import json, sys
         from pipeline.cli import main
         RESULT = {"code": main(["compress", sys.argv[1], "-o", sys.argv[2], "--lossless", "--workers", "2"])}
-    """, str(root), str(out))
+    """,
+        str(root),
+        str(out),
+    )
     assert result["code"] == 0
     record = json.loads(out.with_suffix(".result.json").read_text())
     assert record["status"] == "succeeded" and record["totals"]["files"] == n
@@ -271,7 +299,9 @@ def test_ten_thousand_tiny_files_local_folder_api(tmp_path: Path) -> None:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert all(i.extra == b"" for i in zf.infolist())
     assert result["peak_rss_mib"] < 512, result  # bounded: not proportional to the study
-    print(f"\n10,000 files: peak RSS {result['peak_rss_mib']:.0f} MiB (encoders {result['children_peak_rss_mib']:.0f} MiB)")
+    print(
+        f"\n10,000 files: peak RSS {result['peak_rss_mib']:.0f} MiB (encoders {result['children_peak_rss_mib']:.0f} MiB)"
+    )
 
 
 # --------------------------------------------------------------------------- broken DICOM
@@ -280,7 +310,8 @@ def test_ten_thousand_tiny_files_local_folder_api(tmp_path: Path) -> None:
 def test_header_claiming_65535x65535x1000_frames_is_kept_in_bounded_memory(corpus: Path, tmp_path: Path) -> None:
     data = huge_header_dicom(corpus)
     (tmp_path / "huge.dcm").write_bytes(data)
-    result = _measured_run("""
+    result = _measured_run(
+        """
         import json, resource, sys
         from pathlib import Path
         data = Path(sys.argv[1]).read_bytes()
@@ -291,7 +322,9 @@ def test_header_claiming_65535x65535x1000_frames_is_kept_in_bounded_memory(corpu
         outcomes = [process_file("huge.dcm", data, CompressionSettings(mode=m)) for m in ("lossless", "lossy")]
         RESULT = {"before_mib": before, "outcomes": [
             {"action": o.action, "reason": o.reason, "same": o.data == data, "warning": o.warning} for o in outcomes]}
-    """, str(tmp_path / "huge.dcm"))
+    """,
+        str(tmp_path / "huge.dcm"),
+    )
     for outcome in result["outcomes"]:
         assert outcome["action"] == "kept" and outcome["same"] and outcome["warning"], outcome
         assert "pixel data" in outcome["reason"].lower(), outcome
@@ -303,8 +336,9 @@ def test_header_claiming_65535x65535x1000_frames_is_kept_in_bounded_memory(corpu
 def _corrupt_variants(corpus: Path) -> dict[str, bytes]:
     """The non-conformant corpus folder, a huge-header file, and truncations, byte flips and
     insertions of a real CT slice (seeded: the same variants on every run)."""
-    out = {f"nonconformant/{p.name}": p.read_bytes()
-           for p in sorted((corpus / "edge-cases" / "non-conformant").iterdir())}
+    out = {
+        f"nonconformant/{p.name}": p.read_bytes() for p in sorted((corpus / "edge-cases" / "non-conformant").iterdir())
+    }
     out["huge/claims-65535x65535x1000.dcm"] = huge_header_dicom(corpus)
     ct = ct_slices(corpus)[2].read_bytes()
     n = len(ct)
@@ -363,8 +397,10 @@ def test_oversized_and_deep_manifests_fail_with_the_reason(stack: Any, corpus: P
     with S3Faults(client("s3"), ["GetObject"], lambda op, req: None) as seen:
         run_until_idle(stack.queue_url, _handler())
 
-    for study, reason in (("manifest-50mb", "manifest.json is 52,428,800 bytes; the limit is 1,048,576"),
-                          ("manifest-deep", "manifest.json is nested deeper than 32 levels")):
+    for study, reason in (
+        ("manifest-50mb", "manifest.json is 52,428,800 bytes; the limit is 1,048,576"),
+        ("manifest-deep", "manifest.json is nested deeper than 32 levels"),
+    ):
         record, zip_bytes = _outputs(stack, f"hostile/{study}")
         assert (record["status"], record["error"]["code"]) == ("failed", "InvalidManifest")
         assert record["error"]["message"] == reason
@@ -379,8 +415,11 @@ def test_oversized_and_deep_manifests_fail_with_the_reason(stack: Any, corpus: P
     assert sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []) == []
 
 
-@pytest.mark.parametrize("name", ["../x.zip", "/x.zip", "a/b.zip", "..", "..\\x.zip", "x\x00.zip"],
-                         ids=["dotdot-slash", "absolute", "subfolder", "dotdot", "dotdot-backslash", "nul"])
+@pytest.mark.parametrize(
+    "name",
+    ["../x.zip", "/x.zip", "a/b.zip", "..", "..\\x.zip", "x\x00.zip"],
+    ids=["dotdot-slash", "absolute", "subfolder", "dotdot", "dotdot-backslash", "nul"],
+)
 def test_output_filename_cannot_leave_the_target_prefix(stack: Any, corpus: Path, name: str) -> None:
     s3, sqs = client("s3"), client("sqs")
     drop_pending(sqs, stack.queue_url)
@@ -389,8 +428,12 @@ def test_output_filename_cannot_leave_the_target_prefix(stack: Any, corpus: Path
     before = set(list_keys(s3, stack.bucket, ""))
     study = f"hostile/outname-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     prefix = f"incoming/{study}/"
-    _submit(stack, prefix, {"CT/IM1": ct_slices(corpus)[0].read_bytes()},
-            manifest=json.dumps({"outputFilename": name}).encode())
+    _submit(
+        stack,
+        prefix,
+        {"CT/IM1": ct_slices(corpus)[0].read_bytes()},
+        manifest=json.dumps({"outputFilename": name}).encode(),
+    )
     run_until_idle(stack.queue_url, _handler())
 
     record, zip_bytes = _outputs(stack, study)

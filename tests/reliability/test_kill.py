@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.studies import local_reference, make_ct_study, manifest_for, sha256, study_files
+
+from bench.measure import cpu_seconds
+from pipeline.aws import client
+from pipeline.config import CompressionSettings
 from tests.helpers.aws import (
     HeadWatcher,
     drop_pending,
@@ -37,10 +40,7 @@ from tests.helpers.aws import (
 from tests.helpers.events import EventLog
 from tests.helpers.guards import wait_for
 from tests.helpers.processes import WorkerProcess, alive, messages
-from bench.measure import cpu_seconds
-
-from pipeline.aws import client
-from pipeline.config import CompressionSettings
+from tests.helpers.studies import local_reference, make_ct_study, manifest_for, sha256, study_files
 
 VISIBILITY_TIMEOUT = 5
 LOCK_STALE_SECONDS = 3
@@ -56,7 +56,11 @@ def study(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 
 
 def _record(prefix_path: str) -> tuple[str, str, str]:
-    return f"compressed/{prefix_path}.zip", f"compressed/{prefix_path}.result.json", f"compressed/{prefix_path}.zip.lock"
+    return (
+        f"compressed/{prefix_path}.zip",
+        f"compressed/{prefix_path}.result.json",
+        f"compressed/{prefix_path}.zip.lock",
+    )
 
 
 def _lock_is_stale(s3: Any, bucket: str, lock_key: str) -> bool:
@@ -87,7 +91,8 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
             def kill_point() -> Any:
                 record = get_record(s3, stack.bucket, record_key)
                 assert record is None or record["status"] == "processing", (
-                    f"the study finished before the kill point ({kill_when}): make it bigger")
+                    f"the study finished before the kill point ({kill_when}): make it bigger"
+                )
                 if record is None:
                     return None
                 if kill_when == "encoding":
@@ -108,8 +113,12 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
             facts["encoders"] = encoders
             # The killed worker's encoder processes must exit on their own.
             try:
-                wait_for(lambda: not any(alive(p) for p in encoders), "the killed worker's encoders to exit",
-                         timeout=ORPHAN_GRACE_S, interval=0.1)
+                wait_for(
+                    lambda: not any(alive(p) for p in encoders),
+                    "the killed worker's encoders to exit",
+                    timeout=ORPHAN_GRACE_S,
+                    interval=0.1,
+                )
             except AssertionError:
                 facts["orphans"] = [p for p in encoders if alive(p)]
             else:
@@ -119,16 +128,23 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
             second.start()
             final = wait_for(
                 lambda: (r := get_record(s3, stack.bucket, record_key)) and r["status"] != "processing" and r,
-                "the successor to finish the study")
+                "the successor to finish the study",
+            )
             wait_for(lambda: queue_counts(sqs, stack.queue_url) == (0, 0), "the study queue to drain")
         finally:
             first.stop()
             second.stop()
-    facts.update(final=final, seen=watch.seen, polls=watch.polls, events=events.for_prefix(prefix),
-                 successor_logs=second.logs(), zip=get_bytes(s3, stack.bucket, zip_key),
-                 uploads_end=open_uploads(s3, stack.bucket, "compressed/"),
-                 lock_end=get_bytes(s3, stack.bucket, lock_key),
-                 dlq=sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []))
+    facts.update(
+        final=final,
+        seen=watch.seen,
+        polls=watch.polls,
+        events=events.for_prefix(prefix),
+        successor_logs=second.logs(),
+        zip=get_bytes(s3, stack.bucket, zip_key),
+        uploads_end=open_uploads(s3, stack.bucket, "compressed/"),
+        lock_end=get_bytes(s3, stack.bucket, lock_key),
+        dlq=sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []),
+    )
     return facts
 
 

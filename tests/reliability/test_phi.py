@@ -34,25 +34,37 @@ from typing import Any
 
 import pydicom
 import pytest
+
+from devstack.submit import submit_study
+from pipeline.aws import client
 from tests.helpers.aws import drop_pending, get_record, run_until_idle
 from tests.helpers.events import EventLog
 from tests.helpers.s3_faults import S3Faults, request_key
-
-from pipeline.aws import client
-from devstack.submit import submit_study
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
 VISIBILITY_TIMEOUT = 60
 KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames", "PatientAddress",
-    "ReferringPhysicianName", "InstitutionName", "AccessionNumber", "StudyID", "PatientMotherBirthName",
-    "PerformingPhysicianName", "OperatorsName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientAddress",
+    "ReferringPhysicianName",
+    "InstitutionName",
+    "AccessionNumber",
+    "StudyID",
+    "PatientMotherBirthName",
+    "PerformingPhysicianName",
+    "OperatorsName",
 )
 UID_SHAPED = re.compile(r"(?<![0-9A-Za-z.])\d+(?:\.\d+){2,}(?![0-9A-Za-z])")
 #: Identifiers the system makes up (request ids, sha256 digests, fingerprints, ETags): random or
 #: derived hex, in which a short ID like "AA01" turns up by chance ("...5aa01ec9..." did once).
-MADE_UP = re.compile(r"(?i)(?<![0-9a-z])(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32,})(?![0-9a-z])")
+MADE_UP = re.compile(
+    r"(?i)(?<![0-9a-z])(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32,})(?![0-9a-z])"
+)
 
 
 def identifying_values(root: Path) -> dict[str, set[str]]:
@@ -121,7 +133,7 @@ def leaks(values: dict[str, set[str]], said: tuple[str, str]) -> dict[str, str]:
         else:
             where, at = everything, lower.find(value.lower())
         if at >= 0:
-            out[value] = where[max(0, at - 80): at + len(value) + 80]
+            out[value] = where[max(0, at - 80) : at + len(value) + 80]
     return out
 
 
@@ -143,8 +155,13 @@ class JsonWrites:
 
 
 def test_no_identifying_header_value_in_anything_the_worker_says(
-        stack: Any, corpus: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
-        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: Any,
+    corpus: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from handlers.worker import handler
     from pipeline.observability import logger
 
@@ -182,24 +199,49 @@ def test_no_identifying_header_value_in_anything_the_worker_says(
     said = {
         "stdout": channel([out]),
         "stderr": channel([err]),
-        "logging records": channel([
-            {"level": r.levelname, "logger": r.name, "message": r.getMessage(),
-             **{k: v for k, v in r.__dict__.items() if k not in ("msg", "args", "exc_info")},
-             "exception": logging.Formatter().formatException(r.exc_info) if r.exc_info else None}
-            for r in caplog.records]),
+        "logging records": channel(
+            [
+                {
+                    "level": r.levelname,
+                    "logger": r.name,
+                    "message": r.getMessage(),
+                    **{k: v for k, v in r.__dict__.items() if k not in ("msg", "args", "exc_info")},
+                    "exception": logging.Formatter().formatException(r.exc_info) if r.exc_info else None,
+                }
+                for r in caplog.records
+            ]
+        ),
         "events": channel(events.for_prefix(prefix)),
         "final record": channel([record]),
         "records and lock as written": channel([json.loads(body) for _, body in writes.bodies]),
     }
     assert any('"processing"' in body for _, body in writes.bodies)
-    print(f"\nlooked for {len(values)} identifying values from {len({f for fs in values.values() for f in fs})} files "
-          f"in {sum(len(everything) for everything, _ in said.values()):,} characters of output "
-          f"({len(caplog.records)} log records, {len(writes.bodies)} JSON writes)")
+    print(
+        f"\nlooked for {len(values)} identifying values from {len({f for fs in values.values() for f in fs})} files "
+        f"in {sum(len(everything) for everything, _ in said.values()):,} characters of output "
+        f"({len(caplog.records)} log records, {len(writes.bodies)} JSON writes)"
+    )
     # The detector itself finds what it must (a name inside text, a digit-only ID as a token) ...
-    assert set(leaks(values, channel(['{"m": "reason: quoted doe^peter"}', "id=19800707;"]))) == {"Doe^Peter", "19800707"}
-    assert leaks(values, channel([{"bytes": 19800707, "uid": "1.2.19800707.3", "requestId": "844ac1f7-3b64-4fac-94a8-5aa01ec9f9b3"}])) == {}
+    assert set(leaks(values, channel(['{"m": "reason: quoted doe^peter"}', "id=19800707;"]))) == {
+        "Doe^Peter",
+        "19800707",
+    }
+    assert (
+        leaks(
+            values,
+            channel(
+                [{"bytes": 19800707, "uid": "1.2.19800707.3", "requestId": "844ac1f7-3b64-4fac-94a8-5aa01ec9f9b3"}]
+            ),
+        )
+        == {}
+    )
     found = {channel: leaks(values, text) for channel, text in said.items()}
     found = {channel: hits for channel, hits in found.items() if hits}
     assert found == {}, json.dumps(
-        {channel: {v: {"files": sorted(values[v])[:3], "context": ctx} for v, ctx in hits.items()}
-         for channel, hits in found.items()}, indent=1, ensure_ascii=False)
+        {
+            channel: {v: {"files": sorted(values[v])[:3], "context": ctx} for v, ctx in hits.items()}
+            for channel, hits in found.items()
+        },
+        indent=1,
+        ensure_ascii=False,
+    )

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.studies import make_ct_study, study_files, zip_entries
+
+from devstack.poller import LambdaContext, poll_once, sqs_event
+from pipeline.aws import client
 from tests.helpers.aws import drop_pending, get_bytes, get_record, queue_counts, s3_notification, upload
 from tests.helpers.events import EventLog
 from tests.helpers.guards import wait_for
-
-from pipeline.aws import client
-from devstack.poller import LambdaContext, poll_once, sqs_event
+from tests.helpers.studies import make_ct_study, study_files, zip_entries
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -29,7 +29,10 @@ BUCKET = "dicom-compression-local-data"
 
 def _poison() -> dict[str, tuple[str, str]]:
     """name -> (body, the drop reason the worker must log)."""
-    event = lambda bucket, key: json.dumps(s3_notification(bucket, key))
+
+    def event(bucket: str, key: str) -> str:
+        return json.dumps(s3_notification(bucket, key))
+
     giant_key = "incoming/clinic/" + "s" * 250_000 + "/_READY"
     return {
         "not-json": ("this is not JSON {", "message body is not JSON"),
@@ -95,7 +98,9 @@ def test_poison_alone_is_logged_and_dropped(stack: Any, worker_log: io.StringIO,
     assert client("s3").list_objects_v2(Bucket=stack.bucket, Prefix="compressed/").get("KeyCount", 0) == 0
 
 
-def test_poison_in_a_batch_with_a_good_message(stack: Any, corpus: Path, tmp_path: Path, worker_log: io.StringIO) -> None:
+def test_poison_in_a_batch_with_a_good_message(
+    stack: Any, corpus: Path, tmp_path: Path, worker_log: io.StringIO
+) -> None:
     from handlers.worker import handler
 
     s3, sqs = client("s3"), client("sqs")
@@ -110,9 +115,17 @@ def test_poison_in_a_batch_with_a_good_message(stack: Any, corpus: Path, tmp_pat
     for _, (body, _reason) in poison:
         sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body)
     batch: list[dict[str, Any]] = []
-    wait_for(lambda: batch.extend(sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10,
-                                                      AttributeNames=["All"]).get("Messages", []))
-             or len(batch) == 10, "the ten messages")
+    wait_for(
+        lambda: (
+            batch.extend(
+                sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+                    "Messages", []
+                )
+            )
+            or len(batch) == 10
+        ),
+        "the ten messages",
+    )
     arn = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
     response = handler(sqs_event(batch, arn), LambdaContext(900))
@@ -120,11 +133,15 @@ def test_poison_in_a_batch_with_a_good_message(stack: Any, corpus: Path, tmp_pat
     assert response == {"batchItemFailures": []}
     reasons = sorted(d["reason"] for d in _dropped(worker_log))
     assert len(reasons) == len(poison)
-    for (_, (_, expected)), got in zip(sorted(poison, key=lambda p: p[1][1]), sorted(reasons)):
+    for (_, (_, expected)), got in zip(sorted(poison, key=lambda p: p[1][1]), sorted(reasons), strict=True):
         assert got.startswith(expected)
     record = get_record(s3, stack.bucket, "compressed/poison/good.result.json")
     assert record is not None and record["status"] == "succeeded"
-    assert zip_entries(get_bytes(s3, stack.bucket, "compressed/poison/good.zip") or b"") == ["CT/IM1", "CT/IM2", "CT/IM3"]
+    assert zip_entries(get_bytes(s3, stack.bucket, "compressed/poison/good.zip") or b"") == [
+        "CT/IM1",
+        "CT/IM2",
+        "CT/IM3",
+    ]
     assert [e["detail-type"] for e in events.for_prefix(prefix)] == ["Study Compressed"]
     for m in batch:
         sqs.delete_message(QueueUrl=stack.queue_url, ReceiptHandle=m["ReceiptHandle"])

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.studies import make_ct_study, sha256, study_files
+
+from pipeline.aws import client
 from tests.helpers.aws import (
     drop_pending,
     get_bytes,
@@ -26,8 +27,7 @@ from tests.helpers.aws import (
 )
 from tests.helpers.events import EventLog
 from tests.helpers.s3_faults import S3Faults, request_key
-
-from pipeline.aws import client
+from tests.helpers.studies import make_ct_study, sha256, study_files
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -107,7 +107,9 @@ def test_transient_faults_on_every_third_call_change_nothing(stack: Any, files: 
     assert [e["detail-type"] for e in events.for_prefix(prefix)] == ["Study Compressed"]
     assert open_uploads(s3, stack.bucket) == []
     assert list_keys(s3, stack.bucket, "compressed/faults/flaky") == [
-        "compressed/faults/flaky.result.json", "compressed/faults/flaky.zip"]
+        "compressed/faults/flaky.result.json",
+        "compressed/faults/flaky.zip",
+    ]
     assert queue_counts(sqs, stack.queue_url) == (0, 0)
     assert sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []) == []
 

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.studies import make_ct_study, study_files
+
+from devstack.poller import LambdaContext, poll_once
+from pipeline.aws import client
 from tests.helpers.aws import drop_pending, get_bytes, get_record, open_uploads, queue_counts, upload
 from tests.helpers.events import EventLog
 from tests.helpers.s3_faults import S3Faults
-
-from pipeline.aws import client
-from devstack.poller import LambdaContext, poll_once
+from tests.helpers.studies import make_ct_study, study_files
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
@@ -49,13 +49,17 @@ def _invoke(stack: Any, context: ClockContext) -> int:
     return poll_once(stack.queue_url, lambda event, _ctx: handler(event, context), wait_seconds=1, retry_delay=1)
 
 
-def _check_clean_failure(stack: Any, events: EventLog, prefix: str, study_path: str, files: dict[str, bytes]) -> dict[str, Any]:
+def _check_clean_failure(
+    stack: Any, events: EventLog, prefix: str, study_path: str, files: dict[str, bytes]
+) -> dict[str, Any]:
     s3, sqs = client("s3"), client("sqs")
     zip_key, record_key = f"compressed/{study_path}.zip", f"compressed/{study_path}.result.json"
     record = get_record(s3, stack.bucket, record_key)
     assert record is not None and record["status"] == "failed"
     assert record["error"]["code"] == "StudyTooLarge"
-    expected = f"study too large for the configured timeout: {len(files)} files, {sum(map(len, files.values())):,} bytes"
+    expected = (
+        f"study too large for the configured timeout: {len(files)} files, {sum(map(len, files.values())):,} bytes"
+    )
     assert record["error"]["message"].startswith(expected), record["error"]["message"]
     [event] = events.for_prefix(prefix)
     assert event["detail-type"] == "Study Compression Failed"
@@ -69,8 +73,9 @@ def _check_clean_failure(stack: Any, events: EventLog, prefix: str, study_path: 
     return record
 
 
-def test_too_little_time_fails_before_any_encoding(stack: Any, corpus: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_little_time_fails_before_any_encoding(
+    stack: Any, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.job import run as service
 
     s3, sqs = client("s3"), client("sqs")

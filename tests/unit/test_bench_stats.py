@@ -43,24 +43,57 @@ def test_one_measurement_and_a_row_run_once():
 
 
 def _record(seconds: float) -> dict[str, Any]:
-    return {"seconds": seconds, "all_seconds": [seconds], "files": 4, "bytes_in": 1e8, "bytes_out": 1e6,
-            "pixel_ratio": 100.0, "pixel_bytes_in": 1e8, "pixel_bytes_out": 1e6, "peak_pss_mb": 100.0,
-            "peak_rss_mb": 200.0, "peak_main_mb": 50.0, "peak_encoders_mb": 50.0, "peak_at_s": 1.0,
-            "worker_cpu_s": 1.5 * seconds, "server_cpu_s": 0.1 * seconds, "bench_cpu_s": 0.01,
-            "client_cpu_s": 0.1, "floor_interventions": 0, "min_range_psnr": 40.0,
-            "one_process_s": 2.0 * seconds, "two_processes_s": seconds}
+    return {
+        "seconds": seconds,
+        "all_seconds": [seconds],
+        "files": 4,
+        "bytes_in": 1e8,
+        "bytes_out": 1e6,
+        "pixel_ratio": 100.0,
+        "pixel_bytes_in": 1e8,
+        "pixel_bytes_out": 1e6,
+        "peak_pss_mb": 100.0,
+        "peak_rss_mb": 200.0,
+        "peak_main_mb": 50.0,
+        "peak_encoders_mb": 50.0,
+        "peak_at_s": 1.0,
+        "worker_cpu_s": 1.5 * seconds,
+        "server_cpu_s": 0.1 * seconds,
+        "bench_cpu_s": 0.01,
+        "client_cpu_s": 0.1,
+        "floor_interventions": 0,
+        "min_range_psnr": 40.0,
+        "one_process_s": 2.0 * seconds,
+        "two_processes_s": seconds,
+    }
 
 
 def fake_results(*, every_round: bool = False) -> dict[str, Any]:
     """Results as ``python -m bench`` saves them (each row's median-time round plus every round's
     seconds; ``every_round``: every round's record too, as runs from now on keep), with 3 rounds of
     every paired row and the 1- and 2-worker rate-100 rows above."""
-    rounds = {key: [7.0, 7.5, 8.0] for key in (
-        "dcmjs-rate100", "dcmjs-lossless", "codec-rate100", "codec-lossless", "htj2k-codec-rate100",
-        "htj2k-codec-lossless", "pipe-lossless-w1", "pipe-lossless-w2", "pipe-htj2k-rate100", "pipe-htj2k-lossless",
-        "pipe-rate100-floor-w2", "scaling", "io-floor")}
+    rounds = {
+        key: [7.0, 7.5, 8.0]
+        for key in (
+            "dcmjs-rate100",
+            "dcmjs-lossless",
+            "codec-rate100",
+            "codec-lossless",
+            "htj2k-codec-rate100",
+            "htj2k-codec-lossless",
+            "pipe-lossless-w1",
+            "pipe-lossless-w2",
+            "pipe-htj2k-rate100",
+            "pipe-htj2k-lossless",
+            "pipe-rate100-floor-w2",
+            "scaling",
+            "io-floor",
+        )
+    }
     rounds |= {"pipe-rate100-w1": W1, "pipe-rate100-w2": W2, "pipe-nested": [12.0]}
-    res: dict[str, Any] = {key: {**_record(sorted(v)[(len(v) - 1) // 2]), "all_seconds": v} for key, v in rounds.items()}
+    res: dict[str, Any] = {
+        key: {**_record(sorted(v)[(len(v) - 1) // 2]), "all_seconds": v} for key, v in rounds.items()
+    }
     res["rounds"] = rounds
     if every_round:
         res["runs"] = {key: [_record(x) for x in v] for key, v in rounds.items()}
@@ -96,12 +129,15 @@ def test_rendered_lambda_model_uses_the_median_of_per_round_ratios(tmp_path: Pat
     assert f"| 3,538 | 2.0 | 2 | {t1 / MEDIAN_OF_RATIOS:.1f} |" in report
     assert f"{t1 / BEST_ROUND:.1f} |" not in report and f"{t1 / RATIO_OF_MEDIANS:.1f} |" not in report
     assert "| pipeline 2 encoders / 1 encoder, rate 100 | 1.600 | >= 1.60 | met | 1.50, 1.60, 2.00 |" in report
-    assert "Every ratio in this report is the median of the per-round ratios" in " ".join(report.split("\n\n")[1].split())
+    assert "Every ratio in this report is the median of the per-round ratios" in " ".join(
+        report.split("\n\n")[1].split()
+    )
     assert not re.search(r"ratios are between medians", report)
 
 
-def test_rendered_ratios_of_other_quantities_per_round_when_the_results_keep_every_round(tmp_path: Path,
-                                                                                    monkeypatch: pytest.MonkeyPatch):
+def test_rendered_ratios_of_other_quantities_per_round_when_the_results_keep_every_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """Kept for the median round only, a CPU-based ceiling is marked as such; with every round's
     record, it is the median of the per-round ratios like the rest."""
     median_only = _render(fake_results(), tmp_path / "a", monkeypatch)
@@ -111,5 +147,5 @@ def test_rendered_ratios_of_other_quantities_per_round_when_the_results_keep_eve
     assert "each round's reference time against that round's run's CPU." in every
     assert "ZIP size with / without: 1.00 (median of the per-round ratios: 1.00, 1.00, 1.00)" in every
     # 2 workers / 1 worker at the run's CPU: per round W1[r] / ((1.5 + 0.1) x W2[r] + 0.01) / 2 cores
-    ceilings = sorted(w1 / ((1.6 * w2 + 0.01) / 2) for w1, w2 in zip(W1, W2))
+    ceilings = sorted(w1 / ((1.6 * w2 + 0.01) / 2) for w1, w2 in zip(W1, W2, strict=True))
     assert f"| pipeline 2 encoders / 1 encoder, rate 100 | 1.60 | >= 1.60 | {ceilings[1]:.2f} |" in every

@@ -48,16 +48,17 @@ def test_pipeline_imports_neither_handlers_nor_the_dev_stack() -> None:
 
 
 def test_handlers_import_only_the_pipeline_and_libraries() -> None:
-    found = [f"{p.relative_to(ROOT)} imports {n}" for p in _modules("handlers") for n in _imports(p)
-             if n.split(".")[0] in ("devstack", "bench", "tests")]
+    found = [
+        f"{p.relative_to(ROOT)} imports {n}"
+        for p in _modules("handlers")
+        for n in _imports(p)
+        if n.split(".")[0] in ("devstack", "bench", "tests")
+    ]
     assert found == []
 
 
 def test_dev_stack_modules_import_no_circle() -> None:
-    graph = {
-        f"devstack.{p.stem}": {n for n in _imports(p) if n.startswith("devstack.")}
-        for p in _modules("devstack")
-    }
+    graph = {f"devstack.{p.stem}": {n for n in _imports(p) if n.startswith("devstack.")} for p in _modules("devstack")}
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
         for nxt in graph.get(start, ()):

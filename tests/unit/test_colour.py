@@ -13,9 +13,9 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from tests.helpers.codestream import main_header
 from pipeline.config import CompressionSettings, settings_from_env
 from pipeline.files.process import process_file
+from tests.helpers.codestream import main_header
 
 
 def _rgb_file() -> bytes:

@@ -38,7 +38,11 @@ def test_single_frame_lossy_derivation(fixture_study):
     ref = out.SourceImageSequence[-1]
     assert (ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID) == (src.SOPClassUID, src.SOPInstanceUID)
     purpose = ref.PurposeOfReferenceCodeSequence[0]
-    assert (purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning) == ("121320", "DCM", "Uncompressed predecessor")
+    assert (purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning) == (
+        "121320",
+        "DCM",
+        "Uncompressed predecessor",
+    )
     assert out.SOPInstanceUID != src.SOPInstanceUID
 
 

@@ -15,10 +15,10 @@ import pydicom
 import pytest
 from pydicom.pixels import pixel_array
 
-from tests.helpers.paths import ROOT
 from pipeline.codec.htj2k import HTJ2KCodec, search_step
 from pipeline.codec.j2k import J2KCodec
 from pipeline.files.verify import VerificationFailed, compare
+from tests.helpers.paths import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def ct_slices(corpus: Path) -> list[tuple[np.ndarray, int]]:
 
 def _reference_metrics(src: np.ndarray, dec: np.ndarray, bits: int) -> tuple[int, float, float]:
     """The textbook computation, in Python integers: max error, MSE, PSNR."""
-    diffs = [int(a) - int(b) for a, b in zip(src.ravel().tolist(), dec.ravel().tolist())]
+    diffs = [int(a) - int(b) for a, b in zip(src.ravel().tolist(), dec.ravel().tolist(), strict=True)]
     mse = sum(d * d for d in diffs) / len(diffs)
     peak = 2**bits - 1
     return max(abs(d) for d in diffs), mse, 10 * math.log10(peak * peak / mse)
@@ -77,8 +77,15 @@ def test_compare_handles_full_16_bit_unsigned_range():
 def _spec(arr: np.ndarray, bits: int):
     from pipeline.codec.base import FrameSpec
 
-    return FrameSpec(rows=arr.shape[0], columns=arr.shape[1], samples_per_pixel=1, bits_allocated=16,
-                     bits_stored=bits, signed=arr.dtype.kind == "i", photometric="MONOCHROME2")
+    return FrameSpec(
+        rows=arr.shape[0],
+        columns=arr.shape[1],
+        samples_per_pixel=1,
+        bits_allocated=16,
+        bits_stored=bits,
+        signed=arr.dtype.kind == "i",
+        photometric="MONOCHROME2",
+    )
 
 
 @pytest.mark.parametrize("target", [20.0, 100.0])
@@ -132,14 +139,23 @@ def varied_images(corpus: Path, manifest: list[dict[str, str]]) -> list[tuple[st
     seen: dict[tuple[str, ...], int] = {}
     out = []
     for r in manifest:
-        if not (r["dicom"] == "yes" and r["has_pixel_data"] == "yes" and r["frames"] == "1" and r["samples_per_pixel"] == "1"
-                and r["decode_check"].startswith("ok") and int(r["rows"]) >= 32 and int(r["cols"]) >= 32
-                and not UID(r["transfer_syntax_uid"]).is_compressed):
+        if not (
+            r["dicom"] == "yes"
+            and r["has_pixel_data"] == "yes"
+            and r["frames"] == "1"
+            and r["samples_per_pixel"] == "1"
+            and r["decode_check"].startswith("ok")
+            and int(r["rows"]) >= 32
+            and int(r["cols"]) >= 32
+            and not UID(r["transfer_syntax_uid"]).is_compressed
+        ):
             continue
         kind = (r["category"], r["modality"], r["rows"], r["cols"], r["bits_allocated"])
         if seen.get(kind, 0) < 3:
             seen[kind] = seen.get(kind, 0) + 1
-            out.append((r["file"], np.ascontiguousarray(pixel_array(pydicom.dcmread(corpus / r["file"]), as_rgb=False))))
+            out.append(
+                (r["file"], np.ascontiguousarray(pixel_array(pydicom.dcmread(corpus / r["file"]), as_rgb=False)))
+            )
     assert len(out) >= 20
     return out
 
@@ -193,8 +209,14 @@ def test_workers_are_forked_with_the_codec_libraries_already_imported(tmp_path, 
 
 def test_handler_import_stays_free_of_codec_libraries():
     code = "import sys, handlers.worker; print(sorted(m for m in ('openjpeg', 'imagecodecs', 'pydicom.pixels', 'numpy') if m in sys.modules))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_NAMESPACE": "x"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_NAMESPACE": "x"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "openjpeg" not in proc.stdout and "imagecodecs" not in proc.stdout and "pydicom.pixels" not in proc.stdout
 
@@ -209,8 +231,14 @@ def test_allocator_bounds_apply_on_glibc_and_can_be_turned_off():
     )
     env = dict(__import__("os").environ)
     on = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
-    off = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env={**env, "DICOM_MALLOC_DEFAULTS": "1"}, timeout=60)
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, "DICOM_MALLOC_DEFAULTS": "1"},
+        timeout=60,
+    )
     assert on.stdout.split() == ["True", "True", "True"], on.stderr  # this machine runs glibc, as Lambda does
     assert off.stdout.split() == ["False", "False", "False"], off.stderr
 
@@ -235,7 +263,9 @@ def test_encoder_allocator_reuses_file_sized_buffers_instead_of_faulting_them_in
     )
     faults = {}
     for policy in ("parent", "encoder"):
-        proc = subprocess.run([sys.executable, "-c", code, policy], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, policy], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         faults[policy] = int(proc.stdout)
     assert faults["parent"] > 200 * 100, faults  # 256 pages of 4 KiB per buffer, every time
@@ -247,6 +277,10 @@ def test_records_are_encoded_exactly_as_json_dumps_would():
 
     from pipeline.outputs.s3 import json_bytes
 
-    doc = {"study": {"name": "étude 1", "files": [{"path": f"CT/{i}.dcm", "ratio": i / 3, "ok": None} for i in range(50)]},
-           "empty": {}, "list": [], "nested": [[1, 2], {"a": [True, False]}]}
+    doc = {
+        "study": {"name": "étude 1", "files": [{"path": f"CT/{i}.dcm", "ratio": i / 3, "ok": None} for i in range(50)]},
+        "empty": {},
+        "list": [],
+        "nested": [[1, 2], {"a": [True, False]}],
+    }
     assert json_bytes(doc) == (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

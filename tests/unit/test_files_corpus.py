@@ -19,11 +19,21 @@ LOSSY = CompressionSettings()
 LOSSLESS = CompressionSettings(mode="lossless")
 # Elements the re-encoding may change; everything else must be identical.
 CHANGED = {
-    "PixelData", "PhotometricInterpretation", "PlanarConfiguration", "LossyImageCompression",
-    "LossyImageCompressionRatio", "LossyImageCompressionMethod", "ImageType", "SOPInstanceUID",
+    "PixelData",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+    "ImageType",
+    "SOPInstanceUID",
     # lossy derivation (pipeline/files/derivation.py)
-    "DerivationDescription", "DerivationCodeSequence", "SourceImageSequence", "SourceImageEvidenceSequence",
-    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
+    "DerivationDescription",
+    "DerivationCodeSequence",
+    "SourceImageSequence",
+    "SourceImageEvidenceSequence",
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
 }
 
 
@@ -46,8 +56,13 @@ def lossy(corpus, manifest):
 
 
 UNCOMPRESSED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
-LOSSLESS_COMPRESSED = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
-                       "1.2.840.10008.1.2.4.90")
+LOSSLESS_COMPRESSED = (
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.90",
+)
 
 
 def _expect_compressed(row: dict[str, str], lossy: bool) -> bool:
@@ -81,10 +96,17 @@ def test_every_file_has_a_decision(mode, request, manifest):
 
 
 def test_broken_files_are_kept_with_a_warning(lossless):
-    for name in ("MR_truncated.dcm", "meta_missing_tsyntax.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm", "rtplan_truncated.dcm"):
+    for name in (
+        "MR_truncated.dcm",
+        "meta_missing_tsyntax.dcm",
+        "emri_small_jpeg_2k_lossless_too_short.dcm",
+        "rtplan_truncated.dcm",
+    ):
         (o,) = [o for p, (_, _, o) in lossless.items() if p.endswith(name)]
         assert o.action == "kept" and o.warning, (name, o.reason)
-    plain_kept = [o for _, (row, _, o) in lossless.items() if row["category"] in ("not-dicom", "edge-cases/no-pixel-data")]
+    plain_kept = [
+        o for _, (row, _, o) in lossless.items() if row["category"] in ("not-dicom", "edge-cases/no-pixel-data")
+    ]
     assert plain_kept and not any(o.warning for o in plain_kept)
 
 
@@ -106,7 +128,11 @@ def _elements_equal(src: pydicom.Dataset, out: pydicom.Dataset, path: str) -> No
     from pipeline.files.derivation import MR_PULSE_SEQUENCE
 
     # An ORIGINAL Enhanced MR made DERIVED loses what its IOD allows only for ORIGINAL (derivation.py).
-    dropped = set(MR_PULSE_SEQUENCE) if out.get("LossyImageCompression") == "01" and src.get("ImageType", [""])[0] != "DERIVED" else set()
+    dropped = (
+        set(MR_PULSE_SEQUENCE)
+        if out.get("LossyImageCompression") == "01" and src.get("ImageType", [""])[0] != "DERIVED"
+        else set()
+    )
     for elem in src:
         if elem.keyword in CHANGED or elem.tag.element == 0:  # group lengths are recomputed
             continue
@@ -152,7 +178,7 @@ def test_other_elements_unchanged_and_encapsulation_valid(mode, request):
 def test_lossy_attributes_and_deterministic_uid(lossy, corpus):
     compressed = [(p, data, o) for p, (_, data, o) in lossy.items() if o.action == "compressed"]
     assert len(compressed) > 250
-    for path, data, o in compressed:
+    for _, data, o in compressed:
         src = pydicom.dcmread(BytesIO(data))
         out = pydicom.dcmread(BytesIO(o.data))
         assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.91"
@@ -180,8 +206,11 @@ def test_lossy_attributes_and_deterministic_uid(lossy, corpus):
 def test_lossy_rate_is_about_one_hundredth_of_the_pixel_data(lossy):
     # The CT slices (the series' RGB screen capture aside: without the colour transform the floor
     # holds it near 10:1, README "Interoperability").
-    ct = [o for p, (row, _, o) in lossy.items() if row["category"] == "ct-series" and o.action == "compressed"
-          and row["samples_per_pixel"] == "1"]
+    ct = [
+        o
+        for p, (row, _, o) in lossy.items()
+        if row["category"] == "ct-series" and o.action == "compressed" and row["samples_per_pixel"] == "1"
+    ]
     assert len(ct) >= 80
     total_in = sum(o.pixel_bytes_in for o in ct)
     total_out = sum(o.pixel_bytes_out for o in ct)
@@ -192,7 +221,7 @@ def test_pixel_padding_and_charset_survive(lossless, lossy):
     """The old system rewrote Pixel Padding Value (SS -1500 as US 64036) and the character set."""
     seen = 0
     for outcomes in (lossless, lossy):
-        for path, (_, data, o) in outcomes.items():
+        for _, data, o in outcomes.values():
             if o.action != "compressed":
                 continue
             src = pydicom.dcmread(BytesIO(data))
@@ -225,7 +254,7 @@ def test_output_digest_is_stable(lossless):
         digest.update(lossless[path][2].data or b"")
     again = hashlib.sha256()
     for path in sorted(lossless):
-        row, data, _ = lossless[path]
+        _, data, _ = lossless[path]
         again.update(process_file(path, data, LOSSLESS).data or b"")
     assert digest.hexdigest() == again.hexdigest()
 
@@ -233,7 +262,9 @@ def test_output_digest_is_stable(lossless):
 @pytest.mark.parametrize("mode", ["lossless", "lossy"])
 def test_htj2k_option(mode, corpus, manifest):
     """HTJ2K (.202 lossless RPCL / .203 lossy): bit-exact or near the asked ratio, readable by pydicom's decoder."""
-    settings = CompressionSettings(mode=mode, codec="htj2k", min_psnr=0)  # the step search alone (the floor: test_floor.py)
+    settings = CompressionSettings(
+        mode=mode, codec="htj2k", min_psnr=0
+    )  # the step search alone (the floor: test_floor.py)
     rows = [r for r in manifest if r["category"] in ("ct-series", "edge-cases/photometric-bitdepth", "multiframe")]
     pixel_in = pixel_out = compressed = 0
     for row in rows:
@@ -269,8 +300,13 @@ def test_lossless_compressed_corpus_files_are_reencoded_bit_exact_and_gdcm_decod
 
     if shutil.which("gdcmconv") is None:
         pytest.fail("gdcmconv not found: install Debian's libgdcm-tools (`make tools`)")
-    rows = [r for r in manifest if r["transfer_syntax_uid"] in LOSSLESS_COMPRESSED and not r["decode_check"].startswith("FAIL")
-            and _expect_compressed(r, lossy=True)]
+    rows = [
+        r
+        for r in manifest
+        if r["transfer_syntax_uid"] in LOSSLESS_COMPRESSED
+        and not r["decode_check"].startswith("FAIL")
+        and _expect_compressed(r, lossy=True)
+    ]
     kinds = {r["transfer_syntax_uid"] for r in rows}
     assert kinds == set(LOSSLESS_COMPRESSED) - {"1.2.840.10008.1.2.4.57"}, kinds  # the corpus has no .57 file
     for settings in (LOSSLESS, LOSSY):

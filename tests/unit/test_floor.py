@@ -44,7 +44,11 @@ def _selection(corpus: Path, manifest: list[dict[str, str]]) -> list[Path]:
     rows = [r for r in manifest if r["dicom"] == "yes" and r["has_pixel_data"] == "yes"]
     mr = [r for r in rows if r["category"] == "mr-series"][::4]
     ct = [r for r in rows if r["category"] == "ct-series"][::15]
-    other = [r for r in rows if r["category"] in ("multiframe", "edge-cases/photometric-bitdepth", "edge-cases/transfer-syntax")]
+    other = [
+        r
+        for r in rows
+        if r["category"] in ("multiframe", "edge-cases/photometric-bitdepth", "edge-cases/transfer-syntax")
+    ]
     return [corpus / r["file"] for r in mr + ct + other]
 
 
@@ -63,14 +67,20 @@ def test_every_lossy_output_meets_the_floor_when_decoded_independently(floored) 
         decoded = pixel_array(out, as_rgb=False)
         got = range_psnr(source, decoded)
         assert got >= 40.0, f"{path.name}: {got:.2f} dB < 40 ({o.floor})"
-        assert o.verification.get("rangePsnrDb") is None or abs(o.verification["rangePsnrDb"] - got) < 0.02, (path.name, got)
+        assert o.verification.get("rangePsnrDb") is None or abs(o.verification["rangePsnrDb"] - got) < 0.02, (
+            path.name,
+            got,
+        )
         checked += 1
         reencoded += o.floor["action"] != "met"
         if o.floor["action"] == "lossless":
             assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90" and np.array_equal(source, decoded)
         else:  # Lossy Image Compression Ratio holds the ratio actually achieved
-            assert float(out.LossyImageCompressionRatio[-1] if out["LossyImageCompressionRatio"].VM > 1
-                         else out.LossyImageCompressionRatio) == pytest.approx(o.pixel_ratio, abs=0.01)
+            assert float(
+                out.LossyImageCompressionRatio[-1]
+                if out["LossyImageCompressionRatio"].VM > 1
+                else out.LossyImageCompressionRatio
+            ) == pytest.approx(o.pixel_ratio, abs=0.01)
     assert checked > 60 and reencoded > 20, (checked, reencoded)
 
 
@@ -144,8 +154,13 @@ def test_the_floor_is_deterministic_and_frame_by_frame_on_streamed_objects(corpu
     outs = []
     for in_flight in (1 * MIB, 1 * MIB, 128 * MIB):  # streamed twice, then read whole
         buf = io.BytesIO()
-        run = compress_study(Study.from_source(LocalStudySource(root)), buf, FLOOR, encoders=2,
-                             budget=MemoryBudget.for_host(2, in_flight=in_flight))
+        run = compress_study(
+            Study.from_source(LocalStudySource(root)),
+            buf,
+            FLOOR,
+            encoders=2,
+            budget=MemoryBudget.for_host(2, in_flight=in_flight),
+        )
         outs.append(buf.getvalue())
     assert outs[0] == outs[1] == outs[2]
     assert sum(o.streamed for o in run.outcomes) == 0
@@ -157,7 +172,11 @@ def test_the_floor_is_deterministic_and_frame_by_frame_on_streamed_objects(corpu
     record = build_record(run, output={"path": "x.zip"})
     assert record["totals"]["floorInterventions"] == 3
     assert record["verification"]["minRangePsnrDb"] >= 40
-    event = event_detail(record, study={"bucket": "b", "prefix": "p/", "marker": "_READY"}, output={"bucket": "b", "zipKey": "k", "recordKey": "r"})
+    event = event_detail(
+        record,
+        study={"bucket": "b", "prefix": "p/", "marker": "_READY"},
+        output={"bucket": "b", "zipKey": "k", "recordKey": "r"},
+    )
     assert event["totals"]["floorInterventions"] == 3
     line = next(x for x in summary_lines(record) if x.startswith("quality floor"))
     assert "3 image(s) re-encoded" in line

@@ -41,8 +41,9 @@ print(json.dumps({"before": loaded_before, "after": "gdcm" in sys.modules, "dige
 
 
 def _probe(first: str, paths: list[Path]) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-c", _PROBE, first, *map(str, paths)], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, first, *map(str, paths)], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -56,4 +57,3 @@ def test_handler_import_leaves_gdcm_unloaded_and_first_frame_loads_it(corpus: Pa
     assert deferred["digests"] == eager["digests"]
     # JPEG Lossless and JPEG-LS lossless are re-encoded; near-lossless JPEG-LS is kept (lossy input).
     assert deferred["actions"] == ["compressed", "compressed", "kept"]
-

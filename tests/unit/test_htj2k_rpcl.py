@@ -12,17 +12,18 @@ import pytest
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 
-from tests.helpers.codestream import main_header
 from pipeline.codec.htj2k import decomposition_levels
 from pipeline.config import CompressionSettings
 from pipeline.files.process import process_file
+from tests.helpers.codestream import main_header
 
 
-@pytest.mark.parametrize(("rows", "columns", "levels"), [(32, 32, 5), (512, 512, 5), (2048, 1024, 5), (4096, 3000, 6),
-                                                         (64, 9000, 8)])
+@pytest.mark.parametrize(
+    ("rows", "columns", "levels"), [(32, 32, 5), (512, 512, 5), (2048, 1024, 5), (4096, 3000, 6), (64, 9000, 8)]
+)
 def test_levels_bring_the_lowest_resolution_to_64(rows, columns, levels):
     assert decomposition_levels(rows, columns) == levels
-    assert -(-max(rows, columns) // 2 ** levels) <= 64
+    assert -(-max(rows, columns) // 2**levels) <= 64
 
 
 @pytest.mark.parametrize("mode", ["lossless", "lossy"])
@@ -31,10 +32,12 @@ def test_htj2k_outputs_are_rpcl_with_tlm(mode, fixture_study):
     o = process_file("01.dcm", data, CompressionSettings(mode=mode, codec="htj2k"))
     assert o.action == "compressed", o.reason
     out = pydicom.dcmread(BytesIO(o.data))
-    assert out.file_meta.TransferSyntaxUID == ("1.2.840.10008.1.2.4.202" if mode == "lossless" else "1.2.840.10008.1.2.4.203")
+    assert out.file_meta.TransferSyntaxUID == (
+        "1.2.840.10008.1.2.4.202" if mode == "lossless" else "1.2.840.10008.1.2.4.203"
+    )
     header = main_header(next(generate_frames(out.PixelData, number_of_frames=1)))
     assert (header.progression, header.tlm, header.ht) == ("RPCL", True, True)
-    assert -(-max(header.width, header.height) // 2 ** header.levels) <= 64
+    assert -(-max(header.width, header.height) // 2**header.levels) <= 64
     src = pydicom.dcmread(BytesIO(data))
     if mode == "lossless":
         assert np.array_equal(pixel_array(out), src.pixel_array)

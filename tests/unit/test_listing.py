@@ -55,8 +55,18 @@ def test_numbers_compare_by_value():
 
 def test_folders_are_contiguous_and_in_natural_order():
     paths = [
-        "CT10/I1", "CT2/I100", "CT1/I100", "CT2/I50", "CT1.txt", "CT1/I50", "CT1/sub/I1",
-        "CT1x/I1", "CT2/I1", "report/sr.dcm", "DICOMDIR", "CT1/I9",
+        "CT10/I1",
+        "CT2/I100",
+        "CT1/I100",
+        "CT2/I50",
+        "CT1.txt",
+        "CT1/I50",
+        "CT1/sub/I1",
+        "CT1x/I1",
+        "CT2/I1",
+        "report/sr.dcm",
+        "DICOMDIR",
+        "CT1/I9",
     ]
     got = ordered_paths(paths)
     tops = [p.split("/")[0] for p in got]
@@ -72,7 +82,12 @@ def test_folders_are_contiguous_and_in_natural_order():
 
 def test_text_compares_case_insensitively():
     assert ordered_paths(["gamma", "Delta", "beta", "Alpha"]) == ["Alpha", "beta", "Delta", "gamma"]
-    assert ordered_paths(["series/b.dcm", "Report/a.dcm", "CT/x", "ct1/y"]) == ["CT/x", "ct1/y", "Report/a.dcm", "series/b.dcm"]
+    assert ordered_paths(["series/b.dcm", "Report/a.dcm", "CT/x", "ct1/y"]) == [
+        "CT/x",
+        "ct1/y",
+        "Report/a.dcm",
+        "series/b.dcm",
+    ]
 
 
 def test_case_does_not_override_the_numbers_that_follow():
@@ -126,8 +141,11 @@ def test_trigger_objects_at_the_root_are_excluded_with_a_reason(tmp_path):
 
 def test_split_triggers_drops_folder_placeholders_only():
     objects = [
-        StudyObject("CT1/", 0), StudyObject("CT1/I1", 10), StudyObject("_READY", 0),
-        StudyObject("empty.dcm", 0), StudyObject("sub/manifest.json", 5),
+        StudyObject("CT1/", 0),
+        StudyObject("CT1/I1", 10),
+        StudyObject("_READY", 0),
+        StudyObject("empty.dcm", 0),
+        StudyObject("sub/manifest.json", 5),
     ]
     keep, ignored = split_triggers(objects)
     assert [o.path for o in keep] == ["CT1/I1", "empty.dcm", "sub/manifest.json"]
@@ -220,7 +238,9 @@ def test_safe_entry_name_handles_undecodable_file_names(path):
 
 # --------------------------------------------------------------------------- properties
 
-_PATH_CHARS = st.sampled_from(list("aA0159/._-~%:\\ ") + ["\x00", "\x01", "\x1f", "\x7f", "\u00e9", "\u0130", "\u00df", "\u0661"])
+_PATH_CHARS = st.sampled_from(
+    list("aA0159/._-~%:\\ ") + ["\x00", "\x01", "\x1f", "\x7f", "\u00e9", "\u0130", "\u00df", "\u0661"]
+)
 path_like = st.text(_PATH_CHARS, max_size=24)
 any_path = st.one_of(st.text(max_size=40), path_like)
 

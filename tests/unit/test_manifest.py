@@ -42,7 +42,13 @@ def test_empty_object_means_defaults() -> None:
     assert m == Manifest()
     assert m.files is None and m.metadata is None and m.overwrite_existing is False and m.output_filename is None
     assert m.settings(BASE) == BASE
-    assert m.settings(BASE).describe() == {"mode": "lossy", "rate": 100.0, "codec": "j2k", "verify": True, "minPsnrDb": 40.0}
+    assert m.settings(BASE).describe() == {
+        "mode": "lossy",
+        "rate": 100.0,
+        "codec": "j2k",
+        "verify": True,
+        "minPsnrDb": 40.0,
+    }
 
 
 def test_deployment_defaults_are_kept_when_not_overridden() -> None:
@@ -78,11 +84,15 @@ def test_codec_and_verify() -> None:
 
 
 def test_files_with_sha256() -> None:
-    m = parse({"files": [
-        {"path": "CT1/01.dcm", "size": 526228, "sha256": DIGEST.upper()},
-        {"path": "CT2/I10", "size": 0},
-        {"path": "report/sub dir/Zürich.dcm", "size": 7},
-    ]})
+    m = parse(
+        {
+            "files": [
+                {"path": "CT1/01.dcm", "size": 526228, "sha256": DIGEST.upper()},
+                {"path": "CT2/I10", "size": 0},
+                {"path": "report/sub dir/Zürich.dcm", "size": 7},
+            ]
+        }
+    )
     assert m.files == (
         ManifestFile("CT1/01.dcm", 526228, DIGEST),  # normalised to lower case
         ManifestFile("CT2/I10", 0, None),
@@ -109,9 +119,27 @@ def test_output_filename_and_overwrite() -> None:
 
 
 def test_all_fields_together() -> None:
-    m = parse({"compressionRate": 30, "mode": "lossy", "codec": "j2k", "outputFilename": "x.zip", "overwriteExisting": False,
-               "files": [{"path": "a", "size": 1}], "metadata": {"k": "v"}, "verify": True, "minPsnrDb": 35, "report": True})
-    assert m.settings(BASE).describe() == {"mode": "lossy", "rate": 30.0, "codec": "j2k", "verify": True, "minPsnrDb": 35.0}
+    m = parse(
+        {
+            "compressionRate": 30,
+            "mode": "lossy",
+            "codec": "j2k",
+            "outputFilename": "x.zip",
+            "overwriteExisting": False,
+            "files": [{"path": "a", "size": 1}],
+            "metadata": {"k": "v"},
+            "verify": True,
+            "minPsnrDb": 35,
+            "report": True,
+        }
+    )
+    assert m.settings(BASE).describe() == {
+        "mode": "lossy",
+        "rate": 30.0,
+        "codec": "j2k",
+        "verify": True,
+        "minPsnrDb": 35.0,
+    }
     assert m.report is True
 
 
@@ -194,23 +222,57 @@ def test_bad_sha256(digest: object) -> None:
 
 
 def test_duplicate_paths() -> None:
-    msg = error({"files": [{"path": "CT1/01.dcm", "size": 1}, {"path": "CT2/01.dcm", "size": 1},
-                           {"path": "CT1/01.dcm", "size": 1}]})
+    msg = error(
+        {
+            "files": [
+                {"path": "CT1/01.dcm", "size": 1},
+                {"path": "CT2/01.dcm", "size": 1},
+                {"path": "CT1/01.dcm", "size": 1},
+            ]
+        }
+    )
     assert "files[2].path" in msg and "twice" in msg
 
 
 @pytest.mark.parametrize(
     "path",
-    ["../x", "/abs", "a\\b", "..\\x", "a/../../x", "a/./b", "./a", "a//b", "a/", "", ".", "..", "manifest.json",
-     "C:\\Windows\\x"],
+    [
+        "../x",
+        "/abs",
+        "a\\b",
+        "..\\x",
+        "a/../../x",
+        "a/./b",
+        "./a",
+        "a//b",
+        "a/",
+        "",
+        ".",
+        "..",
+        "manifest.json",
+        "C:\\Windows\\x",
+    ],
 )
 def test_unsafe_file_paths(path: str) -> None:
     msg = error({"files": [{"path": path, "size": 1}]})
     assert "files[0].path" in msg and "relative path inside the study folder" in msg
 
 
-@pytest.mark.parametrize("name", ["../x.zip", "a/b.zip", "/x.zip", "..", ".", "..\\x.zip", "a\\b", "x\n.zip",
-                                  "x\x00.zip", "../../compressed/other.zip"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x.zip",
+        "a/b.zip",
+        "/x.zip",
+        "..",
+        ".",
+        "..\\x.zip",
+        "a\\b",
+        "x\n.zip",
+        "x\x00.zip",
+        "../../compressed/other.zip",
+    ],
+)
 def test_output_filename_cannot_leave_target_prefix(name: str) -> None:
     msg = error({"outputFilename": name})
     assert "outputFilename" in msg
@@ -246,7 +308,7 @@ def test_nesting_10000_deep(opener: str, closer: str) -> None:
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
-    m = parse({"metadata": {"note": "[" * 1000 + "{\\\"" * 100}})
+    m = parse({"metadata": {"note": "[" * 1000 + '{\\"' * 100}})
     assert m.metadata["note"].startswith("[[[")
 
 
@@ -296,11 +358,27 @@ def test_arbitrary_bytes_give_a_manifest_or_a_manifest_error(raw: bytes) -> None
     assert isinstance(result, Manifest)
 
 
-_leaf = st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-_json = st.recursive(_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=12)
-_path = st.sampled_from(["a", "CT1/01.dcm", "../x", "/abs", "a\\b", "", "manifest.json", "x/manifest.json"]) | st.text(max_size=12)
-_file = st.fixed_dictionaries({}, optional={"path": _path | _json, "size": st.integers(-2, 10**9) | _json,
-                                            "sha256": st.just(DIGEST) | st.text(max_size=64) | _json})
+_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+_json = st.recursive(
+    _leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=12
+)
+_path = st.sampled_from(["a", "CT1/01.dcm", "../x", "/abs", "a\\b", "", "manifest.json", "x/manifest.json"]) | st.text(
+    max_size=12
+)
+_file = st.fixed_dictionaries(
+    {},
+    optional={
+        "path": _path | _json,
+        "size": st.integers(-2, 10**9) | _json,
+        "sha256": st.just(DIGEST) | st.text(max_size=64) | _json,
+    },
+)
 _manifest_like = st.fixed_dictionaries(
     {},
     optional={

@@ -80,7 +80,7 @@ def _sections(markdown: str) -> dict[str, str]:
         if not m:
             continue
         level, body = len(m[1]), []
-        for nxt in lines[i + 1:]:
+        for nxt in lines[i + 1 :]:
             h = re.match(r"(#+) ", nxt)
             if h and len(h[1]) <= level:
                 break
@@ -119,17 +119,22 @@ def checked_text(readme: str) -> list[tuple[str, str]]:
 def missing_figures(readme: str, benchmarks: str) -> list[tuple[str, str, str]]:
     """(where, figure, the paragraph) for every checked figure BENCHMARKS.md does not print."""
     printed = printed_numbers(benchmarks)
-    return [(where, figure, " ".join(block.split()))
-            for where, text in checked_text(readme)
-            for block in _blocks(text)
-            for figure in figures(block) if _plain(figure) not in printed]
+    return [
+        (where, figure, " ".join(block.split()))
+        for where, text in checked_text(readme)
+        for block in _blocks(text)
+        for figure in figures(block)
+        if _plain(figure) not in printed
+    ]
 
 
 def test_every_performance_figure_in_the_readme_is_printed_by_the_bench():
     readme, benchmarks = README.read_text(), BENCHMARKS.read_text()
     missing = missing_figures(readme, benchmarks)
-    assert not missing, ("README figures BENCHMARKS.md does not print (quote the bench's figure, add it to the bench's "
-                         "report, or drop it):\n" + "\n".join(f"{w}: {f!r} in {b[:160]!r}" for w, f, b in missing))
+    assert not missing, (
+        "README figures BENCHMARKS.md does not print (quote the bench's figure, add it to the bench's "
+        "report, or drop it):\n" + "\n".join(f"{w}: {f!r} in {b[:160]!r}" for w, f, b in missing)
+    )
 
 
 def test_the_check_sees_the_performance_figures():
@@ -138,18 +143,27 @@ def test_the_check_sees_the_performance_figures():
     seen = [f for _, text in checked_text(readme) for f in figures(text)]
     assert len(seen) >= 40, seen
     assert {"1.598", "0.177", "0.184", "1.60"} <= set(seen)
-    typed = readme.replace("## Performance and choosing the memory size\n",
-                           "## Performance and choosing the memory size\n\nNow 9.87x faster, 3.17 s.\n")
+    typed = readme.replace(
+        "## Performance and choosing the memory size\n",
+        "## Performance and choosing the memory size\n\nNow 9.87x faster, 3.17 s.\n",
+    )
     assert [f for _, f, _ in missing_figures(typed, benchmarks)] == ["9.87", "3.17"]
 
 
 def test_figure_rules():
-    text = ("0.97 and 0.96, met; 1.04x the time (x1.00), 186-193 MB, $0.184 per 1,000 studies, 222.3 s, "
-            "5x faster, 100:1, 40 dB; not: 512x512, 64x64, x86_64, `.4.202`, 2-worker, 400 slices, issue 5, "
-            "1.2.840.10008.1.2.4.91")
+    text = (
+        "0.97 and 0.96, met; 1.04x the time (x1.00), 186-193 MB, $0.184 per 1,000 studies, 222.3 s, "
+        "5x faster, 100:1, 40 dB; not: 512x512, 64x64, x86_64, `.4.202`, 2-worker, 400 slices, issue 5, "
+        "1.2.840.10008.1.2.4.91"
+    )
     assert figures(text) == ["0.97", "0.96", "1.04", "1.00", "186", "193", "0.184", "222.3", "5", "100", "40"]
     assert figures("3,538 MB (2 workers) about 5.0 s") == ["3,538", "5.0"]
-    assert printed_numbers("| 3,538 | 2.0 | 4,355,468 | 1.2.840.10008.1.2.4.91 | rate100 |") == {"3538", "2.0", "4355468", "100"}
+    assert printed_numbers("| 3,538 | 2.0 | 4,355,468 | 1.2.840.10008.1.2.4.91 | rate100 |") == {
+        "3538",
+        "2.0",
+        "4355468",
+        "100",
+    }
 
 
 def test_every_section_the_readme_cites_is_in_benchmarks():

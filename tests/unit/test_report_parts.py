@@ -8,6 +8,7 @@ The report built from real CLI runs (the corpus's, the fixture's) is in tests/e2
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,6 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from tests.helpers.png import read_png
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian
@@ -26,7 +26,7 @@ from pipeline.report.charts import nice_ticks
 from pipeline.report.frames import frame_from_bytes, frame_from_stream
 from pipeline.report.images import difference, difference_gain, display, shrink, shrink_difference, view_for
 from pipeline.report.png import encode_png
-
+from tests.helpers.png import read_png
 
 # --------------------------------------------------------------------------- PNG, windowing, shrinking
 
@@ -60,7 +60,9 @@ def _ct_header(**extra: Any) -> Dataset:
 
 def test_the_file_s_first_window_applies_to_rescaled_values() -> None:
     ds = _ct_header(WindowCenter=[40, 300], WindowWidth=[80, 1500])
-    stored = np.array([[1024 - 100, 1024 + 0, 1024 + 40, 1024 + 79, 1024 + 500]], dtype=np.int16)  # HU -100, 0, 40, 79, 500
+    stored = np.array(
+        [[1024 - 100, 1024 + 0, 1024 + 40, 1024 + 79, 1024 + 500]], dtype=np.int16
+    )  # HU -100, 0, 40, 79, 500
     view = view_for(ds, 0, stored)
     assert (view.window_from, view.center, view.width) == ("file", 40, 80)
     grey = display(stored, view)
@@ -180,4 +182,4 @@ def test_chart_ticks_cover_the_data() -> None:
     for low, high in ((0, 50.4), (27.3, 31.2), (16.7, 86.0), (45.0, 45.0), (0, 0.3)):
         ticks = nice_ticks(low, high)
         assert ticks[0] <= low and ticks[-1] >= high and 2 <= len(ticks) <= 12, (low, high, ticks)
-        assert all(math.isclose(b - a, ticks[1] - ticks[0]) for a, b in zip(ticks, ticks[1:]))
+        assert all(math.isclose(b - a, ticks[1] - ticks[0]) for a, b in itertools.pairwise(ticks))

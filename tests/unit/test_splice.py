@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from io import BytesIO
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import pipeline.files.dataset as dataset_module
 from pipeline.config import CompressionSettings
 from pipeline.files.process import process_file
-from pipeline.files.splice import top_level_spans
+from pipeline.files.splice import LayoutError, top_level_spans
 
 LOSSY, LOSSLESS = CompressionSettings(), CompressionSettings(mode="lossless")
 
@@ -66,7 +67,7 @@ def test_spans_cover_the_dataset_contiguously(corpus):
         except Exception:
             continue  # unusual layouts fall back to dcmwrite (covered above)
         assert spans[-1][2] == len(data), path
-        assert all(a[2] == b[1] for a, b in zip(spans, spans[1:])), path
+        assert all(a[2] == b[1] for a, b in itertools.pairwise(spans)), path
         assert {t for t, _, _ in spans} == {int(t) for t in ds.keys()}, path
         checked += 1
     assert checked > 100
@@ -76,11 +77,11 @@ def test_unusual_layouts_fall_back_to_dcmwrite(corpus):
     """Out-of-order elements or trailing garbage: the copy path declines, the output is still right."""
     src = next((corpus / "ct-series/ge-hispeed-head-tilt").glob("*.dcm")).read_bytes()
     spans = top_level_spans(src)
-    (tag_a, a0, a1), (tag_b, b0, b1) = spans[2], spans[3]
+    (_, a0, a1), (_, b0, b1) = spans[2], spans[3]
     swapped = src[:a0] + src[b0:b1] + src[a0:a1] + src[b1:]  # two elements out of order
     garbage = src + b"\x01\x02\x03"
     for variant in (swapped, garbage):
-        with pytest.raises(Exception):
+        with pytest.raises(LayoutError):
             top_level_spans(variant)
         out = process_file("x.dcm", variant, LOSSY)
         if out.action == "compressed":  # pydicom reads it: the dcmwrite path wrote it

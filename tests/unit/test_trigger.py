@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers.aws import s3_notification
 from pipeline.trigger.events import MAX_BODY_BYTES, Dropped, StudyTrigger, parse_body
+from tests.helpers.aws import s3_notification
 
 BUCKET = "dicom-data"
 PREFIX = "incoming/"
@@ -144,12 +144,14 @@ def test_not_json(body: str) -> None:
     assert dropped(body) == "message body is not JSON"
 
 
-@pytest.mark.parametrize("body", ["[]", "[{\"Records\": []}]", "42", "\"Records\"", "null", "true"])
+@pytest.mark.parametrize("body", ["[]", '[{"Records": []}]', "42", '"Records"', "null", "true"])
 def test_json_but_not_an_object(body: str) -> None:
     assert dropped(body) == "message body is not a JSON object"
 
 
-@pytest.mark.parametrize("body", [{}, {"Records": []}, {"Records": {}}, {"Records": "x"}, {"Type": "Notification", "Message": 3}])
+@pytest.mark.parametrize(
+    "body", [{}, {"Records": []}, {"Records": {}}, {"Records": "x"}, {"Type": "Notification", "Message": 3}]
+)
 def test_object_but_not_a_notification(body: object) -> None:
     assert dropped(body) == "not an S3 event notification"
 
@@ -166,13 +168,24 @@ def test_other_bucket() -> None:
     assert dropped(s3_notification("someone-elses-bucket", "incoming/s/_READY")) == "event for another bucket"
 
 
-@pytest.mark.parametrize("key", ["compressed/s/_READY", "incoming", "incoming/", "incomingx/s/_READY", "s/incoming/_READY"])
+@pytest.mark.parametrize(
+    "key", ["compressed/s/_READY", "incoming", "incoming/", "incomingx/s/_READY", "s/incoming/_READY"]
+)
 def test_key_outside_prefix(key: str) -> None:
     assert dropped(s3_notification(BUCKET, key)) == "key outside the source prefix"
 
 
-@pytest.mark.parametrize("key", ["incoming/s/CT1/01.dcm", "incoming/s/READY", "incoming/s/_READY.txt",
-                                 "incoming/s/manifest.json.bak", "incoming/s/_ready", "incoming/s/"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "incoming/s/CT1/01.dcm",
+        "incoming/s/READY",
+        "incoming/s/_READY.txt",
+        "incoming/s/manifest.json.bak",
+        "incoming/s/_ready",
+        "incoming/s/",
+    ],
+)
 def test_not_a_marker(key: str) -> None:
     assert dropped(s3_notification(BUCKET, key)) == "object is not a study marker"
 
@@ -184,13 +197,23 @@ def test_marker_directly_under_prefix(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["incoming/../_READY", "incoming/a/../_READY", "incoming/../compressed/x/_READY", "incoming/./s/_READY",
-     "incoming/a//b/_READY", "incoming//a/_READY", "incoming/a/./_READY", "incoming/../../etc/_READY"],
+    [
+        "incoming/../_READY",
+        "incoming/a/../_READY",
+        "incoming/../compressed/x/_READY",
+        "incoming/./s/_READY",
+        "incoming/a//b/_READY",
+        "incoming//a/_READY",
+        "incoming/a/./_READY",
+        "incoming/../../etc/_READY",
+    ],
 )
 def test_dot_dot_and_empty_segments(key: str) -> None:
     reason = dropped(s3_notification(BUCKET, key))
-    assert reason in ("marker key has empty, '.' or '..' path segments",
-                      "marker directly under the source prefix: a study needs its own folder"), reason
+    assert reason in (
+        "marker key has empty, '.' or '..' path segments",
+        "marker directly under the source prefix: a study needs its own folder",
+    ), reason
 
 
 def test_encoded_dot_dot_is_decoded_then_refused() -> None:
@@ -199,10 +222,20 @@ def test_encoded_dot_dot_is_decoded_then_refused() -> None:
     assert "'..'" in dropped(body)
 
 
-@pytest.mark.parametrize("name", ["ObjectRemoved:Delete", "ObjectRemoved:DeleteMarkerCreated", "ObjectRestore:Completed",
-                                  "LifecycleExpiration:Delete", ""])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ObjectRemoved:Delete",
+        "ObjectRemoved:DeleteMarkerCreated",
+        "ObjectRestore:Completed",
+        "LifecycleExpiration:Delete",
+        "",
+    ],
+)
 def test_not_object_created(name: str) -> None:
-    assert dropped(s3_notification(BUCKET, "incoming/s/_READY", event_name=name)).startswith("not an object-created event")
+    assert dropped(s3_notification(BUCKET, "incoming/s/_READY", event_name=name)).startswith(
+        "not an object-created event"
+    )
 
 
 def test_record_not_from_s3() -> None:
@@ -242,7 +275,9 @@ def test_odd_optional_fields_do_not_break_a_trigger() -> None:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text())
-@example('{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "dicom-data"}, "object": {"key": null}}}]}')
+@example(
+    '{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "dicom-data"}, "object": {"key": null}}}]}'
+)
 @example('{"Type": "Notification", "Message": "{\\"Records\\": [1, null, {}]}"}')
 @example('{"Records": [{"eventSource": "aws:s3", "eventName": [[[[]]]]}]}')
 @example("\ud800")
@@ -269,30 +304,36 @@ record_like = st.fixed_dictionaries(
                 "bucket": st.fixed_dictionaries({}, optional={"name": st.just(BUCKET) | json_values}) | json_values,
                 "object": st.fixed_dictionaries(
                     {},
-                    optional={"key": st.sampled_from(["incoming/a/_READY", "incoming%2Fa%2F_READY", "incoming/_READY"])
-                              | st.text(max_size=30) | json_values, "size": json_values},
-                ) | json_values,
+                    optional={
+                        "key": st.sampled_from(["incoming/a/_READY", "incoming%2Fa%2F_READY", "incoming/_READY"])
+                        | st.text(max_size=30)
+                        | json_values,
+                        "size": json_values,
+                    },
+                )
+                | json_values,
             },
-        ) | json_values,
+        )
+        | json_values,
     },
 )
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(
-    json_values,
-    st.fixed_dictionaries({"Records": st.lists(record_like | json_values, max_size=4)}),
-    st.fixed_dictionaries({"Type": st.just("Notification"), "Message": json_values.map(json.dumps)}),
-))
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries({"Records": st.lists(record_like | json_values, max_size=4)}),
+        st.fixed_dictionaries({"Type": st.just("Notification"), "Message": json_values.map(json.dumps)}),
+    )
+)
 def test_parse_body_never_raises_on_notification_like_json(doc: object) -> None:
     items = parse_body(json.dumps(doc), bucket=BUCKET, source_prefix=PREFIX)
     assert isinstance(items, list) and items
     assert all(isinstance(i, (StudyTrigger, Dropped)) for i in items)
 
 
-study_paths = st.text(
-    alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=60
-)
+study_paths = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=60)
 
 
 @settings(max_examples=300)

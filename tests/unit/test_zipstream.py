@@ -6,6 +6,7 @@ one streams a repeated zero chunk into a sink that keeps only head and tail, the
 other passes a read-only anonymous mapping (backed by the kernel's zero page) and
 turns it into a hole in a sparse file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,8 @@ import subprocess
 import tracemalloc
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -44,7 +45,7 @@ SEVENZIP = shutil.which("7z") or shutil.which("7zz") or shutil.which("7za")
 class WriteOnlySink:
     """Only write(): a seek, tell or read by the writer is an AttributeError."""
 
-    __slots__ = ("data", "calls")
+    __slots__ = ("calls", "data")
 
     def __init__(self) -> None:
         self.data = bytearray()
@@ -68,7 +69,7 @@ class NoneSink(WriteOnlySink):
 class HeadTailSink:
     """Counts and hashes everything, keeps only the first and last 64 KiB."""
 
-    __slots__ = ("size", "sha", "head", "tail")
+    __slots__ = ("head", "sha", "size", "tail")
     KEEP = 64 * 1024
 
     def __init__(self) -> None:
@@ -80,7 +81,7 @@ class HeadTailSink:
         self.size += len(b)
         if len(self.head) < self.KEEP:
             self.head += b[: self.KEEP - len(self.head)]
-        self.tail += b[-self.KEEP:]
+        self.tail += b[-self.KEEP :]
         del self.tail[: -self.KEEP]
         return len(b)
 
@@ -121,7 +122,7 @@ def extras(blob: bytes) -> dict[int, bytes]:
     out, pos = {}, 0
     while pos < len(blob):
         tag, size = struct.unpack_from("<HH", blob, pos)
-        out[tag] = bytes(blob[pos + 4: pos + 4 + size])
+        out[tag] = bytes(blob[pos + 4 : pos + 4 + size])
         pos += 4 + size
     return out
 
@@ -143,17 +144,26 @@ def parse_tail(tail: bytes, total: int) -> dict:
         assert e64[0] == 0x06064B50 and e64[1] == 44 and e64[3] == 45
         cd_size, cd_offset = e64[8], e64[9]
     out["cd_offset"], out["cd_size"] = cd_offset, cd_size
-    cd, entries, pos = tail[cd_offset - base: cd_offset - base + cd_size], [], 0
+    cd, entries, pos = tail[cd_offset - base : cd_offset - base + cd_size], [], 0
     while pos < len(cd):
         f = CENTRAL.unpack_from(cd, pos)
         assert f[0] == 0x02014B50
         name_end = pos + CENTRAL.size + f[10]
-        entries.append({
-            "made_by": f[1], "version": f[2], "flags": f[3], "method": f[4],
-            "crc": f[7], "csize": f[8], "usize": f[9], "attr": f[15], "offset": f[16],
-            "name": bytes(cd[pos + CENTRAL.size: name_end]).decode(),
-            "extra": extras(cd[name_end: name_end + f[11]]),
-        })
+        entries.append(
+            {
+                "made_by": f[1],
+                "version": f[2],
+                "flags": f[3],
+                "method": f[4],
+                "crc": f[7],
+                "csize": f[8],
+                "usize": f[9],
+                "attr": f[15],
+                "offset": f[16],
+                "name": bytes(cd[pos + CENTRAL.size : name_end]).decode(),
+                "extra": extras(cd[name_end : name_end + f[11]]),
+            }
+        )
         pos = name_end + f[11] + f[12]
     out["entries"] = entries
     return out
@@ -163,12 +173,23 @@ def local_header(buf: bytes, at: int) -> dict:
     f = LOCAL.unpack_from(buf, at)
     assert f[0] == 0x04034B50
     end = at + LOCAL.size + f[9]
-    return {"version": f[1], "flags": f[2], "method": f[3], "time": f[4], "date": f[5],
-            "crc": f[6], "csize": f[7], "usize": f[8], "name": bytes(buf[at + LOCAL.size: end]),
-            "extra": extras(buf[end: end + f[10]]), "data_at": end + f[10]}
+    return {
+        "version": f[1],
+        "flags": f[2],
+        "method": f[3],
+        "time": f[4],
+        "date": f[5],
+        "crc": f[6],
+        "csize": f[7],
+        "usize": f[8],
+        "name": bytes(buf[at + LOCAL.size : end]),
+        "extra": extras(buf[end : end + f[10]]),
+        "data_at": end + f[10],
+    }
 
 
 # --- round trips ---------------------------------------------------------------------
+
 
 def test_add_bytes_roundtrip_stored_deflated_and_names() -> None:
     sink = WriteOnlySink()
@@ -188,10 +209,14 @@ def test_add_bytes_roundtrip_stored_deflated_and_names() -> None:
     zf = read_zip(sink)
     assert zf.testzip() is None
     assert zf.namelist() == [i.name for i in infos]
-    for info, zi, data in zip(infos, zf.infolist(), expected):
+    for info, zi, data in zip(infos, zf.infolist(), expected, strict=True):
         assert zf.read(zi) == data
         assert (zi.header_offset, zi.CRC, zi.compress_size, zi.file_size) == (
-            info.offset, info.crc32, info.compressed_size, info.file_size)
+            info.offset,
+            info.crc32,
+            info.compressed_size,
+            info.file_size,
+        )
         assert zi.compress_type == (zipfile.ZIP_DEFLATED if info.method == "deflated" else zipfile.ZIP_STORED)
         assert zi.flag_bits == (0x800 if zi.filename == "Ünïcødé/名前.dcm" else 0)
         assert zi.date_time == (1980, 1, 1, 0, 0, 0)
@@ -223,7 +248,11 @@ def test_add_stream_roundtrip_data_descriptor_and_zip64_local_extra() -> None:
         assert lh["extra"] == {1: struct.pack("<QQ", 0, 0)}
         end = lh["data_at"] + info.compressed_size
         assert struct.unpack_from("<IIQQ", sink.data, end) == (
-            0x08074B50, info.crc32, info.compressed_size, info.file_size)
+            0x08074B50,
+            info.crc32,
+            info.compressed_size,
+            info.file_size,
+        )
     assert s1.crc32 == zlib.crc32(b"".join(parts)) and s1.file_size == 73_001
     assert zf.getinfo("between.txt").flag_bits == 0 and b1.offset == zf.getinfo("between.txt").header_offset
 
@@ -251,6 +280,7 @@ def test_add_stream_refuses_stored() -> None:
 
 
 # --- determinism, hashing, sink contract -----------------------------------------------
+
 
 def test_deterministic_bytes_and_sha256() -> None:
     a, b = WriteOnlySink(), NoneSink()
@@ -346,11 +376,39 @@ def test_add_stream_memory_does_not_grow_with_entry_size() -> None:
 
 # --- entry names --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [
-    "", "/etc/passwd", "/", "a\\b", "..\\x", "C:", "c:/windows/x", "C:x", "a:b", ".", "..", "../x",
-    "a/../b", "a/./b", "a/..", "./a", "a//b", "a/", "dir/", "a\x00b", "a\nb", "tab\t", "\x1f",
-    "del\x7f", "\ud800", "a" * 65_536, "é" * 32_768,
-])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "/etc/passwd",
+        "/",
+        "a\\b",
+        "..\\x",
+        "C:",
+        "c:/windows/x",
+        "C:x",
+        "a:b",
+        ".",
+        "..",
+        "../x",
+        "a/../b",
+        "a/./b",
+        "a/..",
+        "./a",
+        "a//b",
+        "a/",
+        "dir/",
+        "a\x00b",
+        "a\nb",
+        "tab\t",
+        "\x1f",
+        "del\x7f",
+        "\ud800",
+        "a" * 65_536,
+        "é" * 32_768,
+    ],
+)
 def test_unsafe_names_rejected(name: str) -> None:
     with pytest.raises(UnsafeEntryName):
         check_entry_name(name)
@@ -363,10 +421,20 @@ def test_unsafe_names_rejected(name: str) -> None:
     assert sink.calls == 0
 
 
-@pytest.mark.parametrize("name", [
-    "a", "a/b/c.dcm", "name with spaces", "..a", "a..", ".hidden/x", "Ünï/名前",
-    "a" * 65_535, "é" * 32_767,
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a",
+        "a/b/c.dcm",
+        "name with spaces",
+        "..a",
+        "a..",
+        ".hidden/x",
+        "Ünï/名前",
+        "a" * 65_535,
+        "é" * 32_767,
+    ],
+)
 def test_safe_names_returned_unchanged(name: str) -> None:
     assert check_entry_name(name) == name
 
@@ -394,6 +462,7 @@ def test_duplicate_names_rejected() -> None:
 
 # --- third-party readers --------------------------------------------------------------
 
+
 @pytest.fixture()
 def archive_file(tmp_path: Path) -> Path:
     path = tmp_path / "study.zip"
@@ -413,12 +482,14 @@ def test_unzip_t(archive_file: Path) -> None:
 def test_bsdtar_seekable_and_streaming(archive_file: Path) -> None:
     listed = subprocess.run([BSDTAR, "-tf", str(archive_file)], capture_output=True, check=True)
     assert listed.stdout.decode().splitlines() == [
-        "study/series 1/IM 0001.dcm", "study/évaluation/résumé.txt", "study/volume.raw", "empty"]
+        "study/series 1/IM 0001.dcm",
+        "study/évaluation/résumé.txt",
+        "study/volume.raw",
+        "empty",
+    ]
     # Reading stdin forces libarchive's streaming reader: local headers + descriptors only.
-    streamed = subprocess.run([BSDTAR, "-xOf", "-"], input=archive_file.read_bytes(),
-                              capture_output=True, check=True)
-    assert streamed.stdout == (b"DICM" * 500 + "ça marche".encode()
-                               + b"".join(bytes([i]) * 10_000 for i in range(50)))
+    streamed = subprocess.run([BSDTAR, "-xOf", "-"], input=archive_file.read_bytes(), capture_output=True, check=True)
+    assert streamed.stdout == (b"DICM" * 500 + "ça marche".encode() + b"".join(bytes([i]) * 10_000 for i in range(50)))
 
 
 @pytest.mark.skipif(SEVENZIP is None, reason="7-Zip not installed")
@@ -429,6 +500,7 @@ def test_7zip_t(archive_file: Path) -> None:
 
 
 # --- ZIP64 --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("count,zip64", [(65_534, False), (65_535, True)])
 def test_entry_count_boundary(count: int, zip64: bool) -> None:
@@ -489,7 +561,7 @@ def test_zip64_stream_over_4gib_without_holding_it() -> None:
     assert lh["extra"] == {1: bytes(16)}
     tail = parse_tail(bytes(sink.tail), sink.size)
     assert tail["cd_offset"] == lh["data_at"] + info.compressed_size + 24
-    desc = bytes(sink.tail)[tail["cd_offset"] - 24 - (sink.size - len(sink.tail)):][:24]
+    desc = bytes(sink.tail)[tail["cd_offset"] - 24 - (sink.size - len(sink.tail)) :][:24]
     assert struct.unpack("<IIQQ", desc) == (0x08074B50, crc, info.compressed_size, size)
     (entry,) = tail["entries"]
     assert (entry["version"], entry["flags"], entry["method"], entry["crc"]) == (45, 0x08, 8, crc)
@@ -541,7 +613,7 @@ def read_ends(path: Path) -> tuple[bytes, dict]:
 
 def test_zip64_entry_of_exactly_0xffffffff_bytes(tmp_path: Path) -> None:
     big, path = U32, tmp_path / "big.zip"  # the marker value itself must go to ZIP64 fields
-    summary, (first, big_info, after, stream) = write_sparse(path, big)
+    summary, (_, big_info, after, stream) = write_sparse(path, big)
     assert summary.zip64
     assert (big_info.offset, big_info.file_size, big_info.compressed_size) == (44, big, big)
     assert big_info.crc32 == 0 and big_info.method == "stored"  # CRC-32 of 2**32-1 zero bytes is 0
@@ -568,14 +640,15 @@ def test_zip64_entry_of_exactly_0xffffffff_bytes(tmp_path: Path) -> None:
     # misreads the next entry's offset-only ZIP64 extra when a size is exactly
     # 0xFFFFFFFF (see the offset-boundary test, where it reads all of these).
     if BSDTAR:
-        out = subprocess.run([BSDTAR, "-xOf", str(path), "after.txt", "after-stream.bin"],
-                             capture_output=True, check=True).stdout
+        out = subprocess.run(
+            [BSDTAR, "-xOf", str(path), "after.txt", "after-stream.bin"], capture_output=True, check=True
+        ).stdout
         assert out == b"after " * 100 + b"tail " * 50 + b"end"
 
 
 def test_zip64_local_header_offset_of_exactly_0xffffffff(tmp_path: Path) -> None:
     big, path = U32 - 81, tmp_path / "offset.zip"  # puts after.txt's local header at 0xFFFFFFFF
-    summary, (first, big_info, after, stream) = write_sparse(path, big)
+    summary, (_, big_info, after, stream) = write_sparse(path, big)
     assert summary.zip64 and after.offset == U32 and stream.offset > U32
     assert big_info.crc32 == 0xF20059BB  # CRC-32 of 2**32-82 zero bytes
 
@@ -589,8 +662,9 @@ def test_zip64_local_header_offset_of_exactly_0xffffffff(tmp_path: Path) -> None
     assert tail["eocd"][3:7] == (4, 4, tail["cd_size"], U32)
     assert tail["eocd64"][6:] == (4, 4, tail["cd_size"], tail["cd_offset"])
     if UNZIP:  # a second ZIP64 reader, on the small members (no 4 GiB CRC pass)
-        res = subprocess.run([UNZIP, "-t", str(path), "first.txt", "after.txt", "after-stream.bin"],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [UNZIP, "-t", str(path), "first.txt", "after.txt", "after-stream.bin"], capture_output=True, text=True
+        )
         assert res.returncode == 0 and "No errors detected" in res.stdout, res.stdout + res.stderr
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.paths import ROOT
 from pipeline.config import CompressionSettings
 from pipeline.files import encoders as W
+from tests.helpers.paths import ROOT
 
 LOSSLESS = CompressionSettings(mode="lossless")
 
@@ -95,7 +95,11 @@ def _cgroup(tmp_path, files: dict[str, str], membership: str = "0::/\n") -> tupl
         # cgroup v1, unlimited (this machine's layout)
         ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, "1:cpu:/\n0::/\n", None),
         # v1 in a container: the host path in /proc/self/cgroup, the container's own cgroup at the mount
-        ({"cpu,cpuacct/cpu.cfs_quota_us": "200000", "cpu,cpuacct/cpu.cfs_period_us": "100000"}, "4:cpu,cpuacct:/docker/abc\n", 2.0),
+        (
+            {"cpu,cpuacct/cpu.cfs_quota_us": "200000", "cpu,cpuacct/cpu.cfs_period_us": "100000"},
+            "4:cpu,cpuacct:/docker/abc\n",
+            2.0,
+        ),
         ({}, "", None),  # nothing readable: no limit known
     ],
 )
@@ -129,7 +133,9 @@ def test_a_queued_slice_fits_in_the_job_pipe_while_the_worker_is_busy(jobs):
         assert fcntl.fcntl(writer.fileno(), fcntl.F_GETPIPE_SZ) >= W.JOB_PIPE_BYTES
         slice_bytes = jobs[0][1]
         assert len(slice_bytes) > 256 * 1024
-        sent = threading.Thread(target=lambda: (writer.send(("0", "a.dcm")), writer.send_bytes(slice_bytes)), daemon=True)
+        sent = threading.Thread(
+            target=lambda: (writer.send(("0", "a.dcm")), writer.send_bytes(slice_bytes)), daemon=True
+        )
         sent.start()
         sent.join(timeout=10)
         assert not sent.is_alive(), "the write waited for a reader"
