@@ -71,3 +71,24 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Any]:
             yield running
         finally:
             worker.metrics.namespace = saved
+
+
+def artifact_runtime_line() -> str:
+    """Say up front whether the deploy tests will run the handler from the artifact, and with which
+    Python (they skip, saying why, without a CPython 3.12)."""
+    from tests.helpers.lambda_runtime import PYTHON312_PLACES, host_arch, python312
+
+    exe, arch = python312(), host_arch()
+    if exe and arch:
+        return f"deploy: the handler runs from the unzipped {arch} artifact under CPython 3.12 at {exe}"
+    why = "no CPython 3.12 found in " + ", ".join(PYTHON312_PLACES) if not exe else "no artifact for this CPU"
+    return f"deploy: the tests that run the handler from the artifact will SKIP: {why}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return artifact_runtime_line()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The same line at the end, where ``make test``'s ``-q`` output shows it."""
+    terminalreporter.write_line(artifact_runtime_line())

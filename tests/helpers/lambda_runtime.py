@@ -26,6 +26,16 @@ def host_arch() -> str | None:
     return {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
 
 
+#: Where :func:`python312` looks, in order (said in the test report's header when none is found).
+PYTHON312_PLACES = (
+    "$DEPLOY_TEST_PYTHON312",
+    "python3.12 on PATH",
+    "/usr/bin",
+    "/usr/local/bin",
+    "~/.pyenv/versions/3.12*",
+)
+
+
 def python312() -> str | None:
     """A CPython 3.12 (the runtime's version: the wheels are cp312) on this machine."""
     candidates = [
