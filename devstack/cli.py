@@ -79,10 +79,14 @@ def _add_manifest_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from devstack.submit import submit_study
+    from devstack.submit import SubmitError, submit_study
 
     marker = "ready" if args.ready else "manifest"
-    result = submit_study(args.local_dir, args.url, marker=marker, options=_manifest_options(args))
+    try:
+        result = submit_study(args.local_dir, args.url, marker=marker, options=_manifest_options(args))
+    except SubmitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"uploaded {result['files']} files to s3://{result['bucket']}/{result['prefix']}, then {result['marker']}")
     return 0
 

@@ -6,16 +6,16 @@ import io
 import json
 import time
 import zipfile
-from pathlib import Path
 from typing import Any
 
 from devstack.poller import Poller
+from devstack.resources import REPO
 from devstack.stack import RunningStack
 from devstack.submit import submit_study
 from pipeline.aws import client
 from pipeline.outputs.record import summary_lines
 
-FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "studies" / "ct-nested-001"
+FIXTURE = REPO / "fixtures" / "studies" / "ct-nested-001"
 STUDY_URL_PATH = "incoming/clinic-7/2025-08-27/ct-nested-001/"
 
 
@@ -46,7 +46,7 @@ def run_demo(port: int | None = None) -> int:
     print("== starting the local stack (moto server on 127.0.0.1) ==")
     with RunningStack(port, visibility_timeout=30) as stack:
         print(f"endpoint {stack.endpoint}  bucket {stack.bucket}  bus {stack.bus_name}")
-        worker = Poller(stack.queue_url).start()
+        poller = Poller(stack.queue_url).start()
         try:
             url = f"s3://{stack.bucket}/{STUDY_URL_PATH}"
             print(
@@ -60,6 +60,8 @@ def run_demo(port: int | None = None) -> int:
             record = wait_for_record(stack.bucket, record_key)
             print("== result ==")
             print("\n".join(summary_lines(record)))
+            if record["status"] == "failed":
+                return 1
             zip_bytes = client("s3").get_object(Bucket=stack.bucket, Key=record["output"]["key"])["Body"].read()
             print(f"== ZIP s3://{stack.bucket}/{record['output']['key']} ==")
             with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
@@ -71,6 +73,6 @@ def run_demo(port: int | None = None) -> int:
                 print(json.dumps({k: event[k] for k in ("source", "detail-type", "detail")}, indent=2))
             ok = record["status"] in ("succeeded", "succeeded_with_warnings") and bool(events)
         finally:
-            worker.stop()
+            poller.stop()
     print("== local stack stopped ==")
     return 0 if ok else 1

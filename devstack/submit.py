@@ -30,6 +30,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 MARKERS = ("_READY", "manifest.json")
 
 
+class SubmitError(ValueError):
+    """The local study cannot be submitted (said to the user, nothing uploaded)."""
+
+
 def study_files(root: Path) -> list[Path]:
     """The study folder's regular files (symlinks and markers left out), sorted."""
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p.name not in MARKERS)
@@ -68,8 +72,10 @@ def submit_study(
     """Upload ``local_dir`` under ``url``, then the marker (``manifest``, ``ready`` or ``none``)."""
     root = Path(local_dir)
     bucket, prefix = parse_s3_url(url)
+    files = study_files(root) if root.is_dir() else []
+    if not files:  # an empty manifest would only fail the study later, less clearly
+        raise SubmitError(f"{root} is not a folder with files in it: nothing to submit")
     s3 = client("s3")
-    files = study_files(root)
 
     def upload(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
