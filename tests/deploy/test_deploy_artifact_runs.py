@@ -33,25 +33,12 @@ import pydicom
 import pytest
 
 from tests.helpers.lambda_runtime import host_arch, python312, runtime_provided_dir
+from tests.helpers.studies import FIXTURE_ORDER
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY_FIXTURE = REPO / "fixtures" / "studies" / "ct-nested-001"
-# The fixture's files in the ZIP's order (natural, component by component).
-STUDY_ORDER = [
-    "CT1/01.dcm",
-    "CT1/02.dcm",
-    "CT1/03.dcm",
-    "CT1/04.dcm",
-    "CT2/I10",
-    "CT2/I20",
-    "CT2/I30",
-    "CT2/I40",
-    "CT2/I50",
-    "CT2/I100",
-    "report/test-SR.dcm",
-]
 STUDY_PATH = "clinic-7/study-001"
 MEMORY_MB = 1769  # the function's memorySize (serverless.yml): 1 encoder process
 HANDLER_TIMEOUT_S = 300
@@ -179,7 +166,7 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(
     study = tmp_path / "study"
     shutil.copytree(STUDY_FIXTURE, study)
     files = sorted(p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file())
-    assert sorted(files) == sorted(STUDY_ORDER)
+    assert sorted(files) == sorted(FIXTURE_ORDER)
 
     # The local stack from the same package's template (devstack/template.py).
     running = RunningStack(template=package.template_path)
@@ -255,7 +242,7 @@ def test_packaged_handler_compresses_a_study_from_the_artifact(
         assert record["output"]["sha256"] == hashlib.sha256(zip_bytes).hexdigest()
         with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
             assert zf.testzip() is None
-            assert zf.namelist() == STUDY_ORDER
+            assert zf.namelist() == FIXTURE_ORDER
             ds = pydicom.dcmread(io.BytesIO(zf.read("CT1/01.dcm")))
         assert ds.file_meta.TransferSyntaxUID == JPEG2000_LOSSY
         # The lock was released (DeleteObject on compressed/*.lock, as the role allows).

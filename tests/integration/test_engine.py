@@ -35,6 +35,7 @@ from pipeline.study.listing import StudyObject, order_study
 from pipeline.study.source import LocalStudySource
 from tests.helpers.guards import communicate_or_fail
 from tests.helpers.paths import ROOT
+from tests.helpers.studies import FIXTURE_ORDER
 
 LOSSLESS = CompressionSettings(mode="lossless")
 LOSSY = CompressionSettings(rate=100)
@@ -48,19 +49,6 @@ BROKEN = (
     "edge-cases/non-conformant/meta_missing_tsyntax.dcm",
     "edge-cases/non-conformant/emri_small_jpeg_2k_lossless_too_short.dcm",
 )
-FIXTURE_ORDER = [
-    "CT1/01.dcm",
-    "CT1/02.dcm",
-    "CT1/03.dcm",
-    "CT1/04.dcm",
-    "CT2/I10",
-    "CT2/I20",
-    "CT2/I30",
-    "CT2/I40",
-    "CT2/I50",
-    "CT2/I100",
-    "report/test-SR.dcm",
-]
 HANG_GUARD_SECONDS = 600  # a hang guard for the subprocess runs, never an assertion about speed
 #: The child's exit status when the encoder pool waited with nothing in flight (PoolIdleWait).
 IDLE_WAIT_EXIT = 3
