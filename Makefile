@@ -14,14 +14,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-## Independent DICOM tools the tests decode with (Debian's GDCM), curl for the README's
+## Independent DICOM tools the tests decode with (Debian's GDCM), independent ZIP readers (unzip, bsdtar, 7-Zip), curl for the README's
 ## presigned-upload loop (tests/e2e/test_presign.py), the browser the quality report is rendered in
 ## (Debian's Chromium, headless; its fonts), and the consumers of tests/interop/ (Orthanc with its
 ## GDCM plugin, DCMTK, dicom3tools, OpenJPEG's tools); each installed when missing.
 tools:
-	@{ command -v gdcmconv && command -v unzip && command -v bsdtar && command -v curl; } >/dev/null 2>&1 || { \
-	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks, and curl"; \
-	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip libarchive-tools curl) >/dev/null; }
+	@{ command -v gdcmconv && command -v unzip && command -v bsdtar && command -v curl \
+	  && { command -v 7z || command -v 7zz; }; } >/dev/null 2>&1 || { \
+	  echo "installing GDCM (Debian libgdcm-tools) for the independent decoder checks, curl, and the ZIP readers (unzip, bsdtar, 7-Zip)"; \
+	  (apt-get update -qq && apt-get install -y -qq libgdcm-tools unzip libarchive-tools curl 7zip) >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Chromium (Debian chromium) for the quality report's browser test"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-liberation fonts-dejavu-core) >/dev/null; }
