@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools lint test demo bench clean awscli-install
+.PHONY: install tools lint test demo bench reliability clean awscli-install
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,7 +64,17 @@ bench: $(STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.large
 
+## RELIABILITY.md from this run of tests/reliability: the tests record what they measured (each
+## figure through the assertion that checks it, tests/helpers/facts.py) in $(RELIABILITY_FACTS_FILE),
+## then scripts/reliability_report.py renders it. A red run rewrites nothing. The CI-sized fuzzing is
+## derandomized, so a second run differs only in the figures marked as varying, timings, date, commit.
+RELIABILITY_FACTS_FILE := .reliability/facts.json
+reliability: $(STAMP)
+	rm -f $(RELIABILITY_FACTS_FILE)
+	RELIABILITY_FACTS=$(RELIABILITY_FACTS_FILE) $(PY) -m pytest -q tests/reliability
+	$(PY) -m scripts.reliability_report $(RELIABILITY_FACTS_FILE) RELIABILITY.md
+
 clean:
-	rm -rf $(VENV) .venv-checkov $(AWSCLI_VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov $(AWSCLI_VENV) build .pytest_cache .mypy_cache .ruff_cache .reliability
 
 -include deploy.mk

@@ -1,7 +1,14 @@
 """Fuzzing (hypothesis): the parsers, the naming/ordering logic and the per-file DICOM path.
 
-Bounded for CI (the whole file runs in well under a minute). For a long local run, set
-``FUZZ_EXAMPLES`` (``scripts/fuzz_long.sh`` does: 20,000 examples per property by default).
+Bounded for CI (the whole file runs in well under a minute) and derandomized there: the same
+examples on every run (hypothesis seeds each property from its own source), so the counts
+RELIABILITY.md shows repeat. For a long local run, set ``FUZZ_EXAMPLES`` (``scripts/fuzz_long.sh``
+does: 20,000 examples per property by default): random examples, and failing ones are kept in
+``.hypothesis/`` and replayed first by the next such run.
+
+Each property is run by a plain test that counts the cases it really ran (``Tally``) and asserts
+the count (and, for ``process_file``, that enough mutated files are still re-encoded and
+compared, not only kept).
 
 Properties:
 
@@ -22,15 +29,17 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import posixpath
 import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.archive import ZipStreamWriter, check_entry_name
@@ -44,6 +53,7 @@ from pipeline.study.listing import (
 from pipeline.study.manifest import ManifestError, parse_manifest
 from pipeline.trigger.events import Dropped, StudyTrigger, parse_body
 from tests.helpers.aws import s3_notification
+from tests.helpers.facts import Facts
 
 BUCKET = "dicom-compression-local-data"
 SOURCE_PREFIX = "incoming/"
@@ -58,8 +68,24 @@ def fuzz(default: int) -> Any:
     return settings(
         max_examples=examples(default),
         deadline=None,
+        # The CI-sized run tests the same examples every time (no database: derandomize implies
+        # none); the long run draws new ones and keeps its failures in .hypothesis/.
+        derandomize=not os.environ.get("FUZZ_EXAMPLES"),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+
+
+Tally = Counter  # what one property's cases led to; "cases" counts them all
+
+
+def run_property(facts: Facts, name: str, prop: Any, *args: Any, default: int, explicit: int = 0) -> Tally[str]:
+    """Run the hypothesis property ``prop`` (``args`` first, then a Tally, then its strategies), and
+    assert it ran exactly its ``max_examples`` generated cases plus its ``explicit`` examples."""
+    tally: Tally[str] = Counter()
+    prop(*args, tally)
+    facts.equal(f"fuzz.{name}.cases", tally["cases"], examples(default) + explicit)
+    print(f"\nfuzz {name}: {dict(tally)}")
+    return tally
 
 
 # --------------------------------------------------------------------------- strategies
@@ -171,7 +197,8 @@ def sqs_bodies(draw: Any) -> str:
 
 @fuzz(400)
 @given(sqs_bodies())
-def test_parse_body_never_raises_and_triggers_are_sound(body: str) -> None:
+def _parse_body_sound(tally: Tally[str], body: str) -> None:
+    tally["cases"] += 1
     out = parse_body(body, bucket=BUCKET, source_prefix=SOURCE_PREFIX)
     assert out and all(isinstance(item, (StudyTrigger, Dropped)) for item in out)
     for item in out:
@@ -183,13 +210,25 @@ def test_parse_body_never_raises_and_triggers_are_sound(body: str) -> None:
         assert all(part not in ("", ".", "..") for part in item.key[len(SOURCE_PREFIX) :].split("/"))
         assert item.study_prefix.endswith("/") and item.study_prefix != SOURCE_PREFIX
         assert len(item.key.encode("utf-8")) <= 1024
+        tally["triggers"] += 1
+
+
+def test_parse_body_never_raises_and_triggers_are_sound(facts: Facts) -> None:
+    tally = run_property(facts, "parse_body", _parse_body_sound, default=400)
+    # Most generated bodies are dropped; the checks on a trigger must have run at least once.
+    facts.bound("fuzz.parse_body.triggers", tally["triggers"], ">=", 1, of=tally["cases"])
 
 
 @fuzz(200)
 @given(st.binary(max_size=400))
-def test_parse_body_on_arbitrary_bytes(raw: bytes) -> None:
+def _parse_body_bytes(tally: Tally[str], raw: bytes) -> None:
+    tally["cases"] += 1
     out = parse_body(raw.decode("utf-8", "surrogateescape"), bucket=BUCKET, source_prefix=SOURCE_PREFIX)
     assert out and all(isinstance(item, (StudyTrigger, Dropped)) for item in out)
+
+
+def test_parse_body_on_arbitrary_bytes(facts: Facts) -> None:
+    run_property(facts, "parse_body_bytes", _parse_body_bytes, default=200)
 
 
 # --------------------------------------------------------------------------- the manifest parser
@@ -225,15 +264,18 @@ manifest_docs = st.fixed_dictionaries(
 )
 
 
-def _check_manifest(raw: bytes) -> None:
+def _check_manifest(tally: Tally[str], raw: bytes) -> None:
     from pipeline.job.config import ServiceConfig
     from pipeline.job.plan import output_keys
 
+    tally["cases"] += 1
     try:
         m = parse_manifest(raw)
     except ManifestError as exc:
         assert str(exc)
+        tally["refused"] += 1
         return
+    tally["accepted"] += 1
     if m.output_filename is not None:
         name = m.output_filename
         assert name.endswith(".zip") and "/" not in name and "\\" not in name
@@ -254,16 +296,26 @@ def _check_manifest(raw: bytes) -> None:
 
 @fuzz(400)
 @given(manifest_docs)
-def test_parse_manifest_structured(doc: dict[str, Any]) -> None:
-    _check_manifest(json.dumps(doc).encode())
+def _manifest_structured(tally: Tally[str], doc: dict[str, Any]) -> None:
+    _check_manifest(tally, json.dumps(doc).encode())
+
+
+def test_parse_manifest_structured(facts: Facts) -> None:
+    tally = run_property(facts, "parse_manifest", _manifest_structured, default=400)
+    facts.bound("fuzz.parse_manifest.accepted", tally["accepted"], ">=", 1, of=tally["cases"])
 
 
 @fuzz(200)
 @given(
     st.binary(max_size=600) | st.builds(lambda d, cut: json.dumps(d).encode()[:cut], manifest_docs, st.integers(0, 400))
 )
-def test_parse_manifest_raw_bytes(raw: bytes) -> None:
-    _check_manifest(raw)
+def _manifest_raw(tally: Tally[str], raw: bytes) -> None:
+    _check_manifest(tally, raw)
+
+
+def test_parse_manifest_raw_bytes(facts: Facts) -> None:
+    tally = run_property(facts, "parse_manifest_bytes", _manifest_raw, default=200)
+    facts.bound("fuzz.parse_manifest_bytes.accepted", tally["accepted"], ">=", 1, of=tally["cases"])
 
 
 # --------------------------------------------------------------------------- names and order
@@ -274,7 +326,9 @@ study_paths = st.lists(name_chars, min_size=0, max_size=40).map("".join) | paths
 
 @fuzz(300)
 @given(st.lists(study_paths, min_size=1, max_size=25, unique=True), st.randoms(use_true_random=False))
-def test_entry_names_are_safe_unique_and_order_independent(names: list[str], rnd: Any) -> None:
+def _entry_names(tally: Tally[str], names: list[str], rnd: Any) -> None:
+    tally["cases"] += 1
+    tally["names"] += len(names)
     objects = [StudyObject(p, i) for i, p in enumerate(names)]
     ordered = order_study(objects)
     entries = [o.entry_name for o in ordered]
@@ -294,6 +348,10 @@ def test_entry_names_are_safe_unique_and_order_independent(names: list[str], rnd
     writer.close()
     with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
         assert zf.namelist() == entries
+
+
+def test_entry_names_are_safe_unique_and_order_independent(facts: Facts) -> None:
+    run_property(facts, "entry_names", _entry_names, default=300)
 
 
 # --------------------------------------------------------------------------- the per-file DICOM path
@@ -369,19 +427,21 @@ def _pixels(data: bytes) -> Any:
     return pixel_array(dcmread(io.BytesIO(data)), as_rgb=False)
 
 
-def _check_outcome(path: str, data: bytes, settings_: CompressionSettings, *, label: bool = True) -> None:
+def _check_outcome(path: str, data: bytes, settings_: CompressionSettings, tally: Tally[str] | None = None) -> str:
+    """Check one file's outcome; its action ("kept" or "compressed"), counted in ``tally``."""
     from pipeline.files.process import process_file
 
     outcome = process_file(path, data, settings_)  # must not raise, whatever the bytes
     assert outcome.action in ("kept", "compressed") and outcome.path == path
-    if label:  # hypothesis statistics (--hypothesis-show-statistics): what the mutations led to
-        event(
-            outcome.action if outcome.action == "compressed" else f"kept: {(outcome.reason or '').split(':')[0][:48]}"
-        )
+    if tally is not None:  # what the mutations led to (the kept ones by the reason's first words)
+        tally["cases"] += 1
+        tally[outcome.action] += 1
+        if outcome.action == "kept":
+            tally[f"kept: {(outcome.reason or '').split(':')[0][:48]}"] += 1
     if outcome.action == "kept":
         assert outcome.data == data, "a kept file must be byte-identical to its input"
         assert outcome.reason
-        return
+        return outcome.action
     assert outcome.data and outcome.data[128:132] == b"DICM"
     out = _pixels(outcome.data)
     src = _pixels(data)
@@ -391,6 +451,9 @@ def _check_outcome(path: str, data: bytes, settings_: CompressionSettings, *, la
         assert (out == src).all(), "lossless output differs from the input's pixel_array"
     else:
         assert outcome.verification["status"] == "lossy"
+    if tally is not None:
+        tally["compared"] += 1  # decoded and compared with its (mutated) source above
+    return outcome.action
 
 
 # Found by this fuzzer, fixed in pipeline/files/process.py (see RELIABILITY.md): kept as regressions.
@@ -407,25 +470,45 @@ def _found(test: Any) -> Any:
     return test
 
 
+#: At least this share of the mutated files must still be re-encoded (and so decoded and compared
+#: with their mutated source), not only kept: a fuzzer whose every case is kept tests little.
+MIN_RECOMPRESSED = 0.10
+
+
 @fuzz(300)
 @_found
 @given(st.sampled_from(SEED_FILES), mutations())
-def test_process_file_on_mutated_slices_lossless(seeds: dict[str, bytes], name: str, edits: Any) -> None:
-    _check_outcome(name, mutate(seeds[name], edits), CompressionSettings(mode="lossless"))
+def _mutated_lossless(seeds: dict[str, bytes], tally: Tally[str], name: str, edits: Any) -> None:
+    _check_outcome(name, mutate(seeds[name], edits), CompressionSettings(mode="lossless"), tally)
 
 
 @fuzz(100)
 @_found
 @given(st.sampled_from(SEED_FILES), mutations())
-def test_process_file_on_mutated_slices_lossy(seeds: dict[str, bytes], name: str, edits: Any) -> None:
-    _check_outcome(name, mutate(seeds[name], edits), CompressionSettings(mode="lossy", rate=20))
+def _mutated_lossy(seeds: dict[str, bytes], tally: Tally[str], name: str, edits: Any) -> None:
+    _check_outcome(name, mutate(seeds[name], edits), CompressionSettings(mode="lossy", rate=20), tally)
+
+
+def _check_mutated(facts: Facts, name: str, prop: Any, seeds: dict[str, bytes], default: int) -> None:
+    facts.setup("fuzz.seed_files", SEED_FILES)
+    facts.setup("fuzz.found_regressions", len(FOUND))
+    facts.setup("fuzz.min_recompressed_percent", round(100 * MIN_RECOMPRESSED), unit="%")
+    tally = run_property(facts, name, prop, seeds, default=default, explicit=len(FOUND))
+    facts.equal(f"fuzz.{name}.kept", tally["kept"], tally["cases"] - tally["compressed"], of=tally["cases"])
+    facts.equal(f"fuzz.{name}.compared", tally["compared"], tally["compressed"], of=tally["cases"])
+    least = math.ceil(MIN_RECOMPRESSED * tally["cases"])
+    facts.bound(f"fuzz.{name}.compressed", tally["compressed"], ">=", least, of=tally["cases"])
+
+
+def test_process_file_on_mutated_slices_lossless(seeds: dict[str, bytes], facts: Facts) -> None:
+    _check_mutated(facts, "process_file_lossless", _mutated_lossless, seeds, 300)
+
+
+def test_process_file_on_mutated_slices_lossy(seeds: dict[str, bytes], facts: Facts) -> None:
+    _check_mutated(facts, "process_file_lossy", _mutated_lossy, seeds, 100)
 
 
 @pytest.mark.parametrize("name", SEED_FILES)
 def test_unmutated_seeds_compress(seeds: dict[str, bytes], name: str) -> None:
     """The seeds themselves are re-encoded (so mutations start from the compress path)."""
-    from pipeline.files.process import process_file
-
-    outcome = process_file(name, seeds[name], CompressionSettings(mode="lossless"))
-    assert outcome.action == "compressed", outcome.reason
-    _check_outcome(name, seeds[name], CompressionSettings(mode="lossless"), label=False)
+    assert _check_outcome(name, seeds[name], CompressionSettings(mode="lossless")) == "compressed"

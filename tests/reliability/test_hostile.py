@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from tests.helpers.aws import (
     run_until_idle,
 )
 from tests.helpers.events import EventLog
+from tests.helpers.facts import Facts
 from tests.helpers.paths import ROOT
 from tests.helpers.s3_faults import S3Faults, request_key
 from tests.helpers.studies import SMALL_STUDY, ct_slices
@@ -160,7 +162,7 @@ def _long_name() -> str:
     return path
 
 
-def test_hostile_names_and_empty_files(stack: Any, corpus: Path, tmp_path: Path) -> None:
+def test_hostile_names_and_empty_files(stack: Any, corpus: Path, tmp_path: Path, facts: Facts) -> None:
     mr = (corpus / SMALL_STUDY["MR1/IM1"]).read_bytes()
     ct = ct_slices(corpus)[1].read_bytes()
     sources = {
@@ -195,6 +197,13 @@ def test_hostile_names_and_empty_files(stack: Any, corpus: Path, tmp_path: Path)
     assert record["status"] in ("succeeded", "succeeded_with_warnings"), record.get("error")
     assert zip_bytes is not None
     rows = _check_every_file(record, zip_bytes, sources)
+    facts.equal("hostile.names.objects", len(rows), len(sources))
+    facts.setup("hostile.names.longest_key_bytes", len((prefix + _long_name()).encode()), unit="bytes")
+    actions = Counter(row["action"] for row in rows.values())
+    # The CT slices under hostile names are compressed; the 32x32 MR slices (too small) and the
+    # rest are kept.
+    facts.equal("hostile.names.compressed", actions["compressed"], 4)
+    facts.equal("hostile.names.kept", actions["kept"], 13)
     # Names that could escape are escaped, and the record gives both names.
     for path in (
         "a/../b.dcm",
@@ -212,8 +221,10 @@ def test_hostile_names_and_empty_files(stack: Any, corpus: Path, tmp_path: Path)
     ):
         assert "zipEntry" in rows[path] and rows[path]["zipEntry"] != path, path
     assert rows["../collide.txt"]["zipEntry"] != rows["%2E%2E/collide.txt"].get("zipEntry", "%2E%2E/collide.txt")
+    facts.equal("hostile.names.renamed_in_zip", sum(row.get("zipEntry", p) != p for p, row in rows.items()), 12)
     for path in ("empty.dcm", "CT/empty"):
         assert (rows[path]["action"], rows[path]["reason"], rows[path]["bytesOut"]) == ("kept", "empty file", 0)
+    facts.equal("hostile.names.empty_kept", sum(row.get("reason") == "empty file" for row in rows.values()), 2)
     assert rows["Ünïcode/日本語.dcm"]["action"] == "compressed" and "zipEntry" not in rows["Ünïcode/日本語.dcm"]
     for path in (_long_name(), "a/../b.dcm", "ctl\x01\x1f\x7f.dcm"):
         assert rows[path]["action"] == "compressed", path
@@ -225,6 +236,7 @@ def test_hostile_names_and_empty_files(stack: Any, corpus: Path, tmp_path: Path)
     (tmp_path / "x" / "study.zip").write_bytes(zip_bytes)
     entries = set(_zip_entries(zip_bytes))
     extractors = [["unzip", "-q", "study.zip", "-d", "out"], ["bsdtar", "-x", "-f", "study.zip", "-C", "out"]]
+    ran = []
     for command in extractors:
         out = tmp_path / "x" / "out"
         if out.exists():
@@ -240,9 +252,11 @@ def test_hostile_names_and_empty_files(stack: Any, corpus: Path, tmp_path: Path)
         assert extracted == entries, (command[0], sorted(extracted ^ entries))
         assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["out", "study.zip"]
         assert not (tmp_path / "escape.dcm").exists() and not (tmp_path / "up.dcm").exists()
+        ran.append(command[0])
+    facts.setup("hostile.names.extractors", ran)  # the ones installed here (make tools installs both)
 
 
-def test_non_utf8_local_file_name(corpus: Path, tmp_path: Path) -> None:
+def test_non_utf8_local_file_name(corpus: Path, tmp_path: Path, facts: Facts) -> None:
     """Local folders can hold names that are not UTF-8 (old CDs, Latin-1 archives): percent-escaped."""
     root = tmp_path / "study"
     root.mkdir()
@@ -266,15 +280,17 @@ def test_non_utf8_local_file_name(corpus: Path, tmp_path: Path) -> None:
         ("ok.dcm", "compressed"),
     ]
     assert _zip_entries(out.read_bytes())["latin1-%E9t%E9.dcm"] == b"not dicom"
+    facts.equal("hostile.non_utf8.objects", record["totals"]["files"], 2)
+    facts.equal("hostile.non_utf8.name", record["files"][0]["path"], "latin1-%E9t%E9.dcm")
 
 
 # --------------------------------------------------------------------------- many files
 
 
-def test_ten_thousand_tiny_files_local_folder_api(tmp_path: Path) -> None:
+def test_ten_thousand_tiny_files_local_folder_api(tmp_path: Path, facts: Facts) -> None:
     root = tmp_path / "study"
     root.mkdir()
-    n = 10_000
+    n = facts.setup("hostile.tiny.files", 10_000)
     for i in range(1, n + 1):
         (root / f"IM{i}").write_bytes(b"tiny %d\n" % i)
     out = tmp_path / "out.zip"
@@ -289,16 +305,21 @@ def test_ten_thousand_tiny_files_local_folder_api(tmp_path: Path) -> None:
     )
     assert result["code"] == 0
     record = json.loads(out.with_suffix(".result.json").read_text())
-    assert record["status"] == "succeeded" and record["totals"]["files"] == n
+    assert record["status"] == "succeeded"
+    facts.equal("hostile.tiny.objects", record["totals"]["files"], n)
     data = out.read_bytes()
     entries = _zip_entries(data)
     assert list(entries) == [f"IM{i}" for i in range(1, n + 1)]  # natural order: IM2 before IM10
-    assert all(entries[f"IM{i}"] == b"tiny %d\n" % i for i in range(1, n + 1))
+    facts.equal("hostile.tiny.byte_identical", sum(entries[f"IM{i}"] == b"tiny %d\n" % i for i in range(1, n + 1)), n)
     # ZIP64 only when needed: 10,000 entries and < 4 GiB need none of its records.
-    assert b"PK\x06\x06" not in data[-200:] and b"PK\x06\x07" not in data[-200:]
+    facts.equal("hostile.tiny.zip64_records", data[-200:].count(b"PK\x06\x06") + data[-200:].count(b"PK\x06\x07"), 0)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert all(i.extra == b"" for i in zf.infolist())
-    assert result["peak_rss_mib"] < 512, result  # bounded: not proportional to the study
+        facts.equal("hostile.tiny.extra_fields", sum(i.extra != b"" for i in zf.infolist()), 0)
+    # Bounded: not proportional to the study.
+    facts.bound("hostile.tiny.peak_rss_mib", round(result["peak_rss_mib"]), "<", 512, unit="MiB", varies=True)
+    facts.bound(
+        "hostile.tiny.encoders_peak_rss_mib", round(result["children_peak_rss_mib"]), "<", 512, unit="MiB", varies=True
+    )
     print(
         f"\n10,000 files: peak RSS {result['peak_rss_mib']:.0f} MiB (encoders {result['children_peak_rss_mib']:.0f} MiB)"
     )
@@ -307,7 +328,9 @@ def test_ten_thousand_tiny_files_local_folder_api(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- broken DICOM
 
 
-def test_header_claiming_65535x65535x1000_frames_is_kept_in_bounded_memory(corpus: Path, tmp_path: Path) -> None:
+def test_header_claiming_65535x65535x1000_frames_is_kept_in_bounded_memory(
+    corpus: Path, tmp_path: Path, facts: Facts
+) -> None:
     data = huge_header_dicom(corpus)
     (tmp_path / "huge.dcm").write_bytes(data)
     result = _measured_run(
@@ -327,9 +350,13 @@ def test_header_claiming_65535x65535x1000_frames_is_kept_in_bounded_memory(corpu
     )
     for outcome in result["outcomes"]:
         assert outcome["action"] == "kept" and outcome["same"] and outcome["warning"], outcome
-        assert "pixel data" in outcome["reason"].lower(), outcome
+    facts.equal(
+        "hostile.huge.kept_byte_identical", sum(o["action"] == "kept" and o["same"] for o in result["outcomes"]), 2
+    )
+    [reason] = {o["reason"] for o in result["outcomes"]}  # the same in both modes
+    facts.contains("hostile.huge.reason", reason, "pixel data")
     growth = result["peak_rss_mib"] - result["before_mib"]
-    assert growth < 64, f"processing the file grew the peak RSS by {growth:.0f} MiB"
+    facts.bound("hostile.huge.rss_growth_mib", round(growth, 1), "<", 64, unit="MiB", varies=True)
     print(f"\nhuge header: kept ({result['outcomes'][0]['reason'][:80]}...), peak RSS +{growth:.1f} MiB")
 
 
@@ -357,8 +384,10 @@ def _corrupt_variants(corpus: Path) -> dict[str, bytes]:
     return out
 
 
-def test_truncated_and_corrupt_files_are_kept_or_verified(stack: Any, corpus: Path) -> None:
+def test_truncated_and_corrupt_files_are_kept_or_verified(stack: Any, corpus: Path, facts: Facts) -> None:
     sources = _corrupt_variants(corpus)
+    for kind in ("nonconformant", "huge", "truncated", "flipped", "inserted"):
+        facts.setup(f"hostile.corrupt.{kind}", sum(p.startswith(kind + "/") for p in sources))
     sqs = client("sqs")
     drop_pending(sqs, stack.queue_url)
     events = EventLog(sqs, stack.notification_queue_url)
@@ -376,13 +405,19 @@ def test_truncated_and_corrupt_files_are_kept_or_verified(stack: Any, corpus: Pa
             assert row["reason"], path
     actions = {a: sum(r["action"] == a for r in rows.values()) for a in ("kept", "compressed")}
     print(f"\n{len(rows)} broken files: {actions}")
+    facts.equal("hostile.corrupt.objects", len(rows), len(sources))
+    # Seeded variants of fixed corpus files: the split is the pipeline's decision on each, the same
+    # on every run. A change means it now decides differently on one: see which, and why.
+    facts.equal("hostile.corrupt.compressed", actions["compressed"], 15)
+    facts.equal("hostile.corrupt.kept", actions["kept"], 39)
+    facts.equal("hostile.corrupt.status", record["status"], "succeeded_with_warnings")
     assert [e["detail-type"] for e in events.for_prefix(prefix)] == ["Study Compressed"]
 
 
 # --------------------------------------------------------------------------- manifests
 
 
-def test_oversized_and_deep_manifests_fail_with_the_reason(stack: Any, corpus: Path) -> None:
+def test_oversized_and_deep_manifests_fail_with_the_reason(stack: Any, corpus: Path, facts: Facts) -> None:
     sqs = client("sqs")
     drop_pending(sqs, stack.queue_url)
     events = EventLog(sqs, stack.notification_queue_url)
@@ -403,24 +438,35 @@ def test_oversized_and_deep_manifests_fail_with_the_reason(stack: Any, corpus: P
     ):
         record, zip_bytes = _outputs(stack, f"hostile/{study}")
         assert (record["status"], record["error"]["code"]) == ("failed", "InvalidManifest")
-        assert record["error"]["message"] == reason
+        facts.equal(f"hostile.{study}.message", record["error"]["message"], reason)
         assert zip_bytes is None
         [event] = events.for_prefix(f"incoming/hostile/{study}/")
         assert event["detail-type"] == "Study Compression Failed" and event["detail"]["error"] == record["error"]
+        facts.equal(f"hostile.{study}.failure_events", len(events.for_prefix(f"incoming/hostile/{study}/")), 1)
+        assert get_bytes(client("s3"), stack.bucket, f"compressed/hostile/{study}.zip.lock") is None
     # The 50 MB manifest is refused on its size: never downloaded.
     fetched = [request_key(url_request(url), stack.bucket) for _, url, _ in seen.log]
-    assert "incoming/hostile/manifest-50mb/manifest.json" not in fetched
+    facts.equal("hostile.manifest-50mb.gets", fetched.count("incoming/hostile/manifest-50mb/manifest.json"), 0)
+    assert open_uploads(client("s3"), stack.bucket) == []
     assert "incoming/hostile/manifest-deep/manifest.json" in fetched
     assert queue_counts(sqs, stack.queue_url) == (0, 0)
     assert sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []) == []
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["../x.zip", "/x.zip", "a/b.zip", "..", "..\\x.zip", "x\x00.zip"],
-    ids=["dotdot-slash", "absolute", "subfolder", "dotdot", "dotdot-backslash", "nul"],
-)
-def test_output_filename_cannot_leave_the_target_prefix(stack: Any, corpus: Path, name: str) -> None:
+OUTPUT_FILENAMES = {
+    "dotdot-slash": "../x.zip",
+    "absolute": "/x.zip",
+    "subfolder": "a/b.zip",
+    "dotdot": "..",
+    "dotdot-backslash": "..\\x.zip",
+    "nul": "x\x00.zip",
+}
+
+
+@pytest.mark.parametrize("name", list(OUTPUT_FILENAMES.values()), ids=list(OUTPUT_FILENAMES))
+def test_output_filename_cannot_leave_the_target_prefix(
+    stack: Any, corpus: Path, name: str, facts: Facts, request: pytest.FixtureRequest
+) -> None:
     s3, sqs = client("s3"), client("sqs")
     drop_pending(sqs, stack.queue_url)
     events = EventLog(sqs, stack.notification_queue_url)
@@ -438,12 +484,19 @@ def test_output_filename_cannot_leave_the_target_prefix(stack: Any, corpus: Path
 
     record, zip_bytes = _outputs(stack, study)
     assert (record["status"], record["error"]["code"]) == ("failed", "InvalidManifest"), record
-    assert "outputFilename" in record["error"]["message"]
+    case = request.node.callspec.id
+    facts.setup("hostile.outname.cases", list(OUTPUT_FILENAMES))
+    facts.setup(f"hostile.outname.{case}.name", name)
+    facts.contains(f"hostile.outname.{case}.message", record["error"]["message"], "outputFilename")
     assert zip_bytes is None
     written = set(list_keys(s3, stack.bucket, "")) - before
     assert written == {prefix + "CT/IM1", prefix + "manifest.json", f"compressed/{study}.result.json"}, written
+    facts.equal(
+        f"hostile.outname.{case}.output_keys_written", len(written - {prefix + "CT/IM1", prefix + "manifest.json"}), 1
+    )
     assert open_uploads(s3, stack.bucket) == []
     [event] = events.for_prefix(prefix)
     assert event["detail-type"] == "Study Compression Failed" and event["detail"]["error"] == record["error"]
+    facts.equal(f"hostile.outname.{case}.failure_events", len(events.for_prefix(prefix)), 1)
     assert queue_counts(sqs, stack.queue_url) == (0, 0)
     assert sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []) == []

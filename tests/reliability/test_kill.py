@@ -5,8 +5,9 @@ LOCK_STALE_SECONDS=3) on a moto server whose study queue has a 5 s visibility ti
 study is 140 real 512x512 CT slices (~74 MB) in lossless mode, so its ZIP (~15 MB) is a
 multipart upload of several parts and the run takes several seconds. It is killed
 
-(a) while encoding: as soon as both encoder processes have spent 0.3 CPU s (the record's
-    progress is only refreshed every few seconds, too coarse to catch this moment);
+(a) while encoding: as soon as both encoder processes have spent ``KILL_AFTER_ENCODER_CPU_S``
+    (0.3 CPU s) each (the record's progress is only refreshed every few seconds, too coarse to
+    catch this moment);
 (b) while uploading: as soon as a multipart upload exists for the ZIP key.
 
 Meanwhile a thread keeps calling ``head_object`` on the ZIP key: the key must never exist
@@ -19,6 +20,7 @@ equals a clean run's. The killed worker's encoder processes must not outlive it.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import pytest
 from bench.measure import cpu_seconds
 from pipeline.aws import client
 from pipeline.config import CompressionSettings
+from pipeline.outputs.s3 import PART_SIZE
 from tests.helpers.aws import (
     HeadWatcher,
     drop_pending,
@@ -38,20 +41,31 @@ from tests.helpers.aws import (
     upload,
 )
 from tests.helpers.events import EventLog
+from tests.helpers.facts import Facts, FactStore
 from tests.helpers.guards import wait_for
 from tests.helpers.processes import WorkerProcess, alive, messages
 from tests.helpers.studies import local_reference, make_ct_study, manifest_for, sha256, study_files
 
 VISIBILITY_TIMEOUT = 5
 LOCK_STALE_SECONDS = 3
-SLICES = 140  # ~74 MB in, ~15 MB ZIP out: two multipart parts, several seconds of work
+SLICES = 140  # ~74 MB in, ~15 MB ZIP out: a multipart upload of several parts, several seconds of work
+WORKERS = 2
+KILL_AFTER_ENCODER_CPU_S = 0.3
 ORPHAN_GRACE_S = 20  # an encoder busy on one slice needs well under a second to notice
 
 
 @pytest.fixture(scope="module")
-def study(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def study(corpus: Path, tmp_path_factory: pytest.TempPathFactory, fact_store: FactStore) -> dict[str, Any]:
     root = make_ct_study(corpus, tmp_path_factory.mktemp("kill") / "study", SLICES)
     zip_bytes, files = local_reference(root, CompressionSettings(mode="lossless"))
+    facts = fact_store.recorder("tests/reliability/test_kill.py::study")
+    facts.setup("kill.slices", SLICES)
+    facts.setup("kill.study_bytes", sum(p.stat().st_size for p in root.rglob("*") if p.is_file()), unit="bytes")
+    facts.setup("kill.lock_stale_seconds", LOCK_STALE_SECONDS, unit="s")
+    facts.setup("kill.visibility_timeout", VISIBILITY_TIMEOUT, unit="s")
+    facts.setup("kill.encoders", WORKERS)
+    facts.setup("kill.encoder_cpu_at_kill", KILL_AFTER_ENCODER_CPU_S, unit="CPU s")
+    facts.bound("kill.zip_parts", math.ceil(len(zip_bytes) / PART_SIZE), ">=", 2)  # a multipart upload
     return {"files": study_files(root), "zip": zip_bytes, "record_files": files}
 
 
@@ -80,10 +94,10 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
     zip_key, record_key, lock_key = _record(study_path)
     upload(s3, stack.bucket, prefix, study["files"])
     s3.put_object(Bucket=stack.bucket, Key=prefix + "manifest.json", Body=manifest_for(study["files"], mode="lossless"))
-    env = {"LOCK_STALE_SECONDS": str(LOCK_STALE_SECONDS), "WORKERS": "2"}
+    env = {"LOCK_STALE_SECONDS": str(LOCK_STALE_SECONDS), "WORKERS": str(WORKERS)}
     first = WorkerProcess(stack, tmp_path, "killed", **env)
     second = WorkerProcess(stack, tmp_path, "successor", **env)
-    facts: dict[str, Any] = {}
+    run: dict[str, Any] = {}
     with HeadWatcher(stack.endpoint, stack.bucket, zip_key) as watch:
         try:
             first.start()
@@ -99,7 +113,11 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
                     # The record's progress is written only every few seconds, so "encoding" is
                     # read from the encoders themselves: all of them alive and each past its first slices.
                     encoders = first.children()
-                    return len(encoders) == 2 and all(cpu_seconds(p) >= 0.3 for p in encoders) and record
+                    return (
+                        len(encoders) == WORKERS
+                        and all(cpu_seconds(p) >= KILL_AFTER_ENCODER_CPU_S for p in encoders)
+                        and record
+                    )
                 uploads = [u for u in open_uploads(s3, stack.bucket, zip_key) if u["Key"] == zip_key]
                 return uploads and record
 
@@ -107,10 +125,10 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
             encoders = first.children()
             assert encoders, "the worker should have forked its encoder processes"
             first.kill()
-            facts["progress_at_kill"] = at_kill["progress"]
-            facts["uploads_after_kill"] = [u for u in open_uploads(s3, stack.bucket, zip_key) if u["Key"] == zip_key]
-            facts["zip_after_kill"] = get_bytes(s3, stack.bucket, zip_key)
-            facts["encoders"] = encoders
+            run["progress_at_kill"] = at_kill["progress"]
+            run["uploads_after_kill"] = [u for u in open_uploads(s3, stack.bucket, zip_key) if u["Key"] == zip_key]
+            run["zip_after_kill"] = get_bytes(s3, stack.bucket, zip_key)
+            run["encoders"] = encoders
             # The killed worker's encoder processes must exit on their own.
             try:
                 wait_for(
@@ -120,9 +138,9 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
                     interval=0.1,
                 )
             except AssertionError:
-                facts["orphans"] = [p for p in encoders if alive(p)]
+                run["orphans"] = [p for p in encoders if alive(p)]
             else:
-                facts["orphans"] = []
+                run["orphans"] = []
 
             wait_for(lambda: _lock_is_stale(s3, stack.bucket, lock_key), "the killed worker's lock to go stale")
             second.start()
@@ -134,7 +152,7 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
         finally:
             first.stop()
             second.stop()
-    facts.update(
+    run.update(
         final=final,
         seen=watch.seen,
         polls=watch.polls,
@@ -145,45 +163,48 @@ def _run_kill(stack: Any, study: dict[str, Any], tmp_path: Path, study_path: str
         lock_end=get_bytes(s3, stack.bucket, lock_key),
         dlq=sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []),
     )
-    return facts
+    return run
 
 
-def _check_recovered(facts: dict[str, Any], study: dict[str, Any]) -> None:
-    final = facts["final"]
+def _check_recovered(run: dict[str, Any], study: dict[str, Any], facts: Facts, case: str) -> None:
+    final = run["final"]
+    # Killed before completion: no object at the key; the encoders it had forked did not outlive it.
+    facts.equal(f"kill.{case}.objects_at_zip_key_after_kill", int(run["zip_after_kill"] is not None), 0)
+    facts.equal(f"kill.{case}.encoders_at_kill", len(run["encoders"]), WORKERS)
+    facts.equal(f"kill.{case}.encoders_left_running", len(run["orphans"]), 0)
     # Nothing lost: the successor completed the study, and its ZIP is exactly a clean run's.
     assert final["status"] == "succeeded", final.get("error")
-    assert facts["zip"] is not None
-    assert sha256(facts["zip"]) == sha256(study["zip"]) == final["output"]["sha256"]
+    assert run["zip"] is not None
+    assert sha256(run["zip"]) == sha256(study["zip"]) == final["output"]["sha256"]
     assert final["files"] == study["record_files"]
-    assert final["totals"]["files"] == SLICES and final["totals"]["compressed"] == SLICES
+    facts.equal(f"kill.{case}.objects", final["totals"]["files"], SLICES)
+    facts.equal(f"kill.{case}.compressed", final["totals"]["compressed"], SLICES)
     # Never a partial ZIP at the key: every time it existed, it was the final object.
-    assert facts["polls"] > 0
-    assert {size for size, _ in facts["seen"]} <= {final["output"]["size"]}
-    assert len({etag for _, etag in facts["seen"]}) <= 1
+    facts.bound(f"kill.{case}.head_polls", run["polls"], ">", 0, varies=True)
+    facts.equal(f"kill.{case}.head_hits_not_final", sum(size != final["output"]["size"] for size, _ in run["seen"]), 0)
+    facts.bound(f"kill.{case}.etags_seen", len({etag for _, etag in run["seen"]}), "<=", 1, varies=True)
     # Nothing leaked: no open upload, no lock, one event, no message left anywhere.
-    assert facts["uploads_end"] == []
-    assert facts["lock_end"] is None
-    assert [e["detail-type"] for e in facts["events"]] == ["Study Compressed"]
-    assert facts["events"][0]["detail"]["inputFingerprint"] == final["inputFingerprint"]
-    assert facts["dlq"] == []
-    # The killed worker's encoders did not outlive it.
-    assert facts["orphans"] == [], f"encoder processes of the killed worker still running: {facts['orphans']}"
-
-
-def test_worker_killed_while_encoding(stack: Any, study: dict[str, Any], tmp_path: Path) -> None:
-    facts = _run_kill(stack, study, tmp_path, "kill/while-encoding", "encoding")
-    assert facts["progress_at_kill"]["filesDone"] < SLICES
-    assert facts["zip_after_kill"] is None  # killed before completion: no object at the key
-    _check_recovered(facts, study)
-    [compressing] = messages(facts["successor_logs"], "compressing study")
+    assert run["uploads_end"] == []
+    assert run["lock_end"] is None
+    assert [e["detail-type"] for e in run["events"]] == ["Study Compressed"]
+    facts.equal(f"kill.{case}.events", len(run["events"]), 1)
+    assert run["events"][0]["detail"]["inputFingerprint"] == final["inputFingerprint"]
+    assert run["dlq"] == []
+    [compressing] = messages(run["successor_logs"], "compressing study")
     assert compressing["files"] == SLICES
 
 
-def test_worker_killed_while_uploading(stack: Any, study: dict[str, Any], tmp_path: Path) -> None:
-    facts = _run_kill(stack, study, tmp_path, "kill/while-uploading", "uploading")
-    assert len(facts["uploads_after_kill"]) == 1, "the killed worker leaves its multipart upload open"
-    assert facts["zip_after_kill"] is None  # ... and that upload is invisible at the key
-    _check_recovered(facts, study)
+def test_worker_killed_while_encoding(stack: Any, study: dict[str, Any], tmp_path: Path, facts: Facts) -> None:
+    run = _run_kill(stack, study, tmp_path, "kill/while-encoding", "encoding")
+    facts.bound("kill.encoding.files_done_at_kill", run["progress_at_kill"]["filesDone"], "<", SLICES, varies=True)
+    _check_recovered(run, study, facts, "encoding")
+
+
+def test_worker_killed_while_uploading(stack: Any, study: dict[str, Any], tmp_path: Path, facts: Facts) -> None:
+    run = _run_kill(stack, study, tmp_path, "kill/while-uploading", "uploading")
+    # The killed worker leaves its multipart upload open, and that upload is invisible at the key.
+    facts.equal("kill.uploading.uploads_open_after_kill", len(run["uploads_after_kill"]), 1)
+    _check_recovered(run, study, facts, "uploading")
     # The successor aborted the killed attempt's upload before starting its own.
-    [aborted] = messages(facts["successor_logs"], "aborted multipart uploads of an earlier attempt")
-    assert aborted["count"] == 1
+    [aborted] = messages(run["successor_logs"], "aborted multipart uploads of an earlier attempt")
+    facts.equal("kill.uploading.uploads_aborted_by_successor", aborted["count"], 1)

@@ -39,6 +39,7 @@ from devstack.submit import submit_study
 from pipeline.aws import client
 from tests.helpers.aws import drop_pending, get_record, run_until_idle
 from tests.helpers.events import EventLog
+from tests.helpers.facts import Facts
 from tests.helpers.s3_faults import S3Faults, request_key
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics:UserWarning")
@@ -59,6 +60,9 @@ KEYWORDS = (
     "PerformingPhysicianName",
     "OperatorsName",
 )
+#: What the corpus (../shared/dicom-corpus, MANIFEST.csv) holds: its files, the identifying values
+#: of those keywords in them and how many files carry one. A new corpus changes them: update here.
+CORPUS_FILES, CORPUS_VALUES, FILES_WITH_VALUES = 436, 119, 396
 UID_SHAPED = re.compile(r"(?<![0-9A-Za-z.])\d+(?:\.\d+){2,}(?![0-9A-Za-z])")
 #: Identifiers the system makes up (request ids, sha256 digests, fingerprints, ETags): random or
 #: derived hex, in which a short ID like "AA01" turns up by chance ("...5aa01ec9..." did once).
@@ -161,13 +165,16 @@ def test_no_identifying_header_value_in_anything_the_worker_says(
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    facts: Facts,
 ) -> None:
     from handlers.worker import handler
     from pipeline.observability import logger
 
     study = shutil.copytree(corpus, tmp_path / "corpus")
     values = identifying_values(study)
-    assert len(values) > 50, "the corpus should hold plenty of identifying values to look for"
+    facts.setup("phi.keywords", len(KEYWORDS))
+    facts.equal("phi.values", len(values), CORPUS_VALUES)
+    facts.equal("phi.files_with_values", len({f for fs in values.values() for f in fs}), FILES_WITH_VALUES)
     assert {"Citizen^Jan", "Doe^Peter", "QMNx85rKkkg", "19800707"} <= set(values)
 
     # LOG_LEVEL=DEBUG for the pipeline's logger; every stream it writes to is captured.
@@ -193,6 +200,7 @@ def test_no_identifying_header_value_in_anything_the_worker_says(
     record = get_record(client("s3"), stack.bucket, "compressed/phi/whole-corpus.result.json")
     assert record is not None and record["status"] in ("succeeded", "succeeded_with_warnings"), record
     assert record["totals"]["files"] == submitted["files"]
+    facts.equal("phi.objects", record["totals"]["files"], CORPUS_FILES)
     out, err = capfd.readouterr()
     assert "study compressed" in out and '"DEBUG"' not in err  # the logs really are captured here
     assert '"_aws"' in out  # ... and the EMF metrics
@@ -216,6 +224,11 @@ def test_no_identifying_header_value_in_anything_the_worker_says(
         "records and lock as written": channel([json.loads(body) for _, body in writes.bodies]),
     }
     assert any('"processing"' in body for _, body in writes.bodies)
+    # At least the lock, a "processing" record and the final record; more heartbeats on a slow run.
+    facts.bound("phi.json_writes", len(writes.bodies), ">=", 3, varies=True)
+    facts.setup("phi.channels", len(said))
+    # Timestamps, durations and heartbeats make the length vary a little from run to run.
+    facts.bound("phi.characters", sum(len(everything) for everything, _ in said.values()), ">", 100_000, varies=True)
     print(
         f"\nlooked for {len(values)} identifying values from {len({f for fs in values.values() for f in fs})} files "
         f"in {sum(len(everything) for everything, _ in said.values()):,} characters of output "
@@ -237,6 +250,7 @@ def test_no_identifying_header_value_in_anything_the_worker_says(
     )
     found = {channel: leaks(values, text) for channel, text in said.items()}
     found = {channel: hits for channel, hits in found.items() if hits}
+    facts.equal("phi.values_found", sum(len(hits) for hits in found.values()), 0)
     assert found == {}, json.dumps(
         {
             channel: {v: {"files": sorted(values[v])[:3], "context": ctx} for v, ctx in hits.items()}

@@ -19,6 +19,7 @@ from devstack.poller import LambdaContext, poll_once, sqs_event
 from pipeline.aws import client
 from tests.helpers.aws import drop_pending, get_bytes, get_record, queue_counts, s3_notification, upload
 from tests.helpers.events import EventLog
+from tests.helpers.facts import Facts
 from tests.helpers.guards import wait_for
 from tests.helpers.studies import make_ct_study, study_files, zip_entries
 
@@ -82,16 +83,18 @@ class Recorder:
 
 
 @pytest.mark.parametrize("name", list(POISON))
-def test_poison_alone_is_logged_and_dropped(stack: Any, worker_log: io.StringIO, name: str) -> None:
+def test_poison_alone_is_logged_and_dropped(stack: Any, worker_log: io.StringIO, name: str, facts: Facts) -> None:
     sqs = client("sqs")
     drop_pending(sqs, stack.queue_url)
     body, reason = POISON[name]
+    facts.setup(f"poison.alone.{name}.body_bytes", len(body.encode()), unit="bytes")
     sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body)
     recorder = Recorder()
     assert poll_once(stack.queue_url, recorder, wait_seconds=1, retry_delay=1) == 1
+    facts.equal(f"poison.alone.{name}.invocations", len(recorder.responses), 1)
     assert recorder.responses == [{"batchItemFailures": []}]
     [dropped] = _dropped(worker_log)
-    assert dropped["reason"].startswith(reason), dropped["reason"]
+    facts.equal(f"poison.alone.{name}.reason", dropped["reason"][: len(reason)], reason)
     # Deleted for good: not redelivered, not on the DLQ, nothing written.
     assert queue_counts(sqs, stack.queue_url) == (0, 0)
     assert sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10).get("Messages", []) == []
@@ -99,7 +102,7 @@ def test_poison_alone_is_logged_and_dropped(stack: Any, worker_log: io.StringIO,
 
 
 def test_poison_in_a_batch_with_a_good_message(
-    stack: Any, corpus: Path, tmp_path: Path, worker_log: io.StringIO
+    stack: Any, corpus: Path, tmp_path: Path, worker_log: io.StringIO, facts: Facts
 ) -> None:
     from handlers.worker import handler
 
@@ -111,7 +114,8 @@ def test_poison_in_a_batch_with_a_good_message(
     files = study_files(make_ct_study(corpus, tmp_path / "good", 3))
     upload(s3, stack.bucket, prefix, files)
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
-    poison = list(POISON.items())[:9]  # Lambda's SQS batches hold up to 10 messages
+    facts.setup("poison.bodies", list(POISON))
+    poison = list(POISON.items())[: facts.setup("poison.batch.poison_messages", 9)]  # a batch holds up to 10
     for _, (body, _reason) in poison:
         sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body)
     batch: list[dict[str, Any]] = []
@@ -131,8 +135,9 @@ def test_poison_in_a_batch_with_a_good_message(
     response = handler(sqs_event(batch, arn), LambdaContext(900))
 
     assert response == {"batchItemFailures": []}
+    facts.equal("poison.batch.failures_reported", len(response["batchItemFailures"]), 0)
     reasons = sorted(d["reason"] for d in _dropped(worker_log))
-    assert len(reasons) == len(poison)
+    facts.equal("poison.batch.drops_logged", len(reasons), len(poison))
     for (_, (_, expected)), got in zip(sorted(poison, key=lambda p: p[1][1]), sorted(reasons), strict=True):
         assert got.startswith(expected)
     record = get_record(s3, stack.bucket, "compressed/poison/good.result.json")
@@ -142,6 +147,7 @@ def test_poison_in_a_batch_with_a_good_message(
         "CT/IM2",
         "CT/IM3",
     ]
+    facts.equal("poison.batch.objects", record["totals"]["files"], 3)
     assert [e["detail-type"] for e in events.for_prefix(prefix)] == ["Study Compressed"]
     for m in batch:
         sqs.delete_message(QueueUrl=stack.queue_url, ReceiptHandle=m["ReceiptHandle"])
