@@ -146,6 +146,22 @@ def test_unzipped_size_below_lambda_limit(packages, arch) -> None:
     assert unzipped < LAMBDA_UNZIPPED_LIMIT
 
 
+def test_readme_states_the_artifact_size(packages, arch) -> None:
+    """The README's "Artifact size" figures are this build's, within 3 % (pip may pick a newer
+    patch release of a wheel): a size claim that no build produces fails here."""
+    text = " ".join((REPO / "README.md").read_text().split())
+    found = re.search(
+        r"Artifact size: arm64 ([\d.]+) MB zipped / ([\d.]+) MB unzipped, x86_64 ([\d.]+) / ([\d.]+) MB", text
+    )
+    assert found, "README.md: the 'Artifact size: ...' sentence is gone"
+    stated = {"arm64": found.group(1, 2), "x86_64": found.group(3, 4)}[arch]
+    artifact = packages[arch].artifact
+    with zipfile.ZipFile(artifact) as zf:
+        unzipped = sum(i.file_size for i in zf.infolist())
+    for claim, real in zip(map(float, stated), (artifact.stat().st_size / 1e6, unzipped / 1e6), strict=True):
+        assert abs(claim - real) <= 0.03 * real, f"README says {claim} MB, the {arch} build is {real:.1f} MB"
+
+
 # ------------------------------------------------------------------ import from the artifact
 IMPORT_CHECK = r"""
 import importlib.metadata as md, json, os, sys
