@@ -22,7 +22,11 @@ from types import FrameType, ModuleType
 from typing import Any
 
 _PYDICOM_PLUGIN = "pydicom.pixels.decoders.gdcm"
-_PYDICOM_IMPORTERS = frozenset({_PYDICOM_PLUGIN, "pydicom.pixel_data_handlers.gdcm_handler"})
+# Every pydicom module that imports gdcm as pydicom is imported: its decoder and encoder plugins
+# and the legacy handler (the pipeline encodes with OpenJPEG / OpenJPH, never with GDCM).
+_PYDICOM_IMPORTERS = frozenset(
+    {_PYDICOM_PLUGIN, "pydicom.pixels.encoders.gdcm", "pydicom.pixel_data_handlers.gdcm_handler"}
+)
 LABEL = "gdcm-on-demand"
 
 # What pydicom's GDCM plugin decodes (JPEG 2000 is pylibjpeg-openjpeg's first; GDCM stays the

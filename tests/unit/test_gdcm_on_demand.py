@@ -22,10 +22,13 @@ import hashlib, json, sys
 first = sys.argv[1]
 if first == "pipeline":
     import handlers.worker  # the Lambda's import path: pipeline first
+    import pydicom, pydicom.pixels  # what the engine and the encoders import before any frame
+    from pipeline.codec import codec_for
     from pipeline.config import CompressionSettings
-    from pipeline.files.process import process_file
+    from pipeline.files.process import load_libraries, process_file
     from pipeline.report.frames import frame_from_bytes
 
+    load_libraries(codec_for(CompressionSettings()))  # the parent, before it forks the encoders
     loaded_before = "gdcm" in sys.modules
     actions = [process_file(p, open(p, "rb").read(), CompressionSettings(mode="lossless")).action for p in sys.argv[2:]]
     pixels = [frame_from_bytes(open(p, "rb").read(), 0).pixels for p in sys.argv[2:]]
