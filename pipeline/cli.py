@@ -42,11 +42,11 @@ def _settings(args: argparse.Namespace) -> CompressionSettings:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from pipeline.budget import BudgetError, MemoryBudget, budget_override
-    from pipeline.engine import Study
     from pipeline.host import MIB, available_cpus
     from pipeline.outputs.local import write_local_outputs
     from pipeline.outputs.record import summary_lines
     from pipeline.study.source import LocalStudySource, SourceError
+    from pipeline.study.study import Study
 
     try:
         settings = _settings(args)

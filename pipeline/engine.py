@@ -12,9 +12,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from io import BytesIO
 from typing import Protocol
 
@@ -25,13 +24,15 @@ from pipeline.codec import FrameCodec, codec_for
 from pipeline.config import CompressionSettings
 from pipeline.files.assemble import Assembly
 from pipeline.files.dicomdir import stale_directory_warnings
-from pipeline.files.encoders import available_cpus, process_items
+from pipeline.files.encoders import process_items
 from pipeline.files.frames import FrameResult
 from pipeline.files.header import DEFLATED
 from pipeline.files.outcome import FileOutcome
 from pipeline.files.stream import Begin, End, FileTask, Item, KeepWhole, stream_object
-from pipeline.study.listing import Ignored, StudyObject, order_study, split_triggers
+from pipeline.host import available_cpus
+from pipeline.study.listing import StudyObject
 from pipeline.study.source import ObjectReader, StudySource
+from pipeline.study.study import Study
 
 READ_THREADS = 8
 #: Kept objects larger than this go into the ZIP without compression work (deflate would cost
@@ -45,25 +46,6 @@ Progress = Callable[[int, int], None]
 
 class Sink(Protocol):
     def write(self, data: bytes | memoryview, /) -> object: ...
-
-
-@dataclass
-class Study:
-    """A study's objects in ZIP order, and what was seen but is not part of it."""
-
-    source: StudySource
-    objects: list[StudyObject]
-    ignored: list[Ignored] = field(default_factory=list)
-
-    @classmethod
-    def from_source(cls, source: StudySource) -> Study:
-        objects, ignored = source.list()
-        objects, triggers = split_triggers(objects)
-        return cls(source, order_study(objects), ignored + triggers)
-
-    @cached_property
-    def by_path(self) -> dict[str, StudyObject]:
-        return {o.path: o for o in self.objects}
 
 
 @dataclass

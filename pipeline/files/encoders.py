@@ -27,8 +27,6 @@ from pipeline.files.process import load_libraries, process_file
 from pipeline.files.stream import FileTask, FrameTask, Item
 
 # Re-exported (``as``: explicitly, for type checkers too): the pool sizes itself by them.
-from pipeline.host import available_cpus as available_cpus
-from pipeline.host import cgroup_cpu_quota as cgroup_cpu_quota
 
 Task = FileTask | FrameTask
 Result = FileOutcome | FrameResult | Item

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import CompressionSettings
-from pipeline.engine import Study
 from pipeline.job.config import ServiceConfig
 from pipeline.job.errors import RetryLater, StudyFailed
 from pipeline.study.listing import Ignored, StudyObject, order_study, split_triggers
 from pipeline.study.manifest import Manifest, ManifestError
 from pipeline.study.s3source import S3StudySource
+from pipeline.study.study import Study
 from pipeline.trigger.events import StudyTrigger
 
 

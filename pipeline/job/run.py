@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.aws import client, is_transient
-from pipeline.engine import compress_study
 from pipeline.files.errors import describe_error
 from pipeline.host import available_cpus
 from pipeline.job import deadline
@@ -70,6 +69,10 @@ def run_trigger(
 
 
 def _compress(plan: StudyPlan, remaining_ms: Callable[[], int] | None) -> dict[str, Any]:
+    # The engine (numpy, the codecs, the encoder pool) is imported by the first study, not by the
+    # handler's import: a cold start for a test event or a duplicate needs none of it.
+    from pipeline.engine import compress_study
+
     s3 = client("s3")
     goal, cfg = plan.target, plan.target.cfg
     encoders = cfg.encoders or available_cpus()

@@ -8,11 +8,12 @@ from typing import Any
 
 from pipeline.budget import MemoryBudget
 from pipeline.config import CompressionSettings
-from pipeline.engine import Progress, Study, compress_study
+from pipeline.engine import Progress, compress_study
 from pipeline.files.errors import describe_error
 from pipeline.outputs.record import build_record, failed_record
 from pipeline.outputs.report import write_local_report
 from pipeline.outputs.s3 import json_bytes
+from pipeline.study.study import Study
 
 
 class _ForwardOnly:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import platform
 import statistics
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
-from pipeline.engine import StudyRun
+
+if TYPE_CHECKING:  # the engine (and numpy with it) is not needed to build a record
+    from pipeline.engine import StudyRun
 
 SCHEMA_VERSION = 1
 #: What every ``rangePsnrDb`` in the record means (README "Quality floor").

@@ -218,7 +218,8 @@ def test_handler_import_stays_free_of_codec_libraries():
         env={**__import__("os").environ, "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_NAMESPACE": "x"},
     )
     assert proc.returncode == 0, proc.stderr
-    assert "openjpeg" not in proc.stdout and "imagecodecs" not in proc.stdout and "pydicom.pixels" not in proc.stdout
+    # numpy too: the engine and its codecs are imported by the first study, not by the handler.
+    assert proc.stdout.split() == ["[]"], proc.stdout
 
 
 def test_allocator_bounds_apply_on_glibc_and_can_be_turned_off():
