@@ -142,7 +142,11 @@ def test_the_check_sees_the_performance_figures():
     readme, benchmarks = README.read_text(), BENCHMARKS.read_text()
     seen = [f for _, text in checked_text(readme) for f in figures(text)]
     assert len(seen) >= 40, seen
-    assert {"1.598", "0.177", "0.184", "1.60"} <= set(seen)
+    # The Lambda model's speedup and its cheapest cost, as BENCHMARKS.md prints them, are among them.
+    speedup = re.search(r"2-encoder speedup \(([\d.]+)x", benchmarks)
+    cheapest = re.search(r"Cheapest: [\d,]+ MB, about ([\d.]+) s, \$([\d.]+)", benchmarks)
+    assert speedup and cheapest
+    assert {speedup.group(1), *cheapest.groups()} <= set(seen)
     typed = readme.replace(
         "## Performance and choosing the memory size\n",
         "## Performance and choosing the memory size\n\nNow 9.87x faster, 3.17 s.\n",
