@@ -80,7 +80,7 @@ def _check_clean_failure(
 def test_too_little_time_fails_before_any_encoding(
     stack: Any, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, facts: Facts
 ) -> None:
-    from pipeline.job import run as service
+    from pipeline import engine  # the job imports compress_study from it at its first study
 
     s3, sqs = client("s3"), client("sqs")
     drop_pending(sqs, stack.queue_url)
@@ -91,8 +91,8 @@ def test_too_little_time_fails_before_any_encoding(
     upload(s3, stack.bucket, prefix, files)
     s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
     encoded: list[Any] = []
-    real = service.compress_study
-    monkeypatch.setattr(service, "compress_study", lambda *a, **k: encoded.append(a) or real(*a, **k))
+    real = engine.compress_study
+    monkeypatch.setattr(engine, "compress_study", lambda *a, **k: encoded.append(a) or real(*a, **k))
 
     facts.setup("timeout.safety_margin_ms", SAFETY_MARGIN_MS, unit="ms")
     # Less time left than the safety margin alone.
