@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cores import CoreSplit, best_seconds, pin, running_on, split_cores
-from bench.measure import TreeMemorySampler, cpu_seconds
+from bench.measure import TreeMemorySampler, cpu_seconds, start_poller
 from bench.stats import Ratio, median_of_ratios
 from bench.studies import build_study, study_bytes, study_files
 
@@ -52,16 +52,7 @@ def run_pipeline(
         listed = submit_study(study, f"s3://{stack.bucket}/{prefix}", marker="none")["listed"]
         _uploaded[study.name] = listed
     out_name = f"{study.name}-{name}.zip"
-    env = {
-        **os.environ,
-        **stack.env(),
-        "WORKERS": str(workers),
-        "LOG_LEVEL": "WARNING",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "poll", stack.queue_url], env=env, cwd=ROOT, stdout=subprocess.DEVNULL
-    )
+    worker = start_poller(stack, workers)
     if cores.pinned:  # before it forks its encoders: they inherit it
         pin(worker.pid, cores.pipeline)
     try:

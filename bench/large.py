@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from bench.measure import TreeMemorySampler
+from bench.measure import TreeMemorySampler, start_poller
 from bench.objects import build_deflate_bomb, build_multiframe
 from bench.stats import median_of_ratios
 
@@ -140,16 +140,7 @@ def run_stack(study: Path, *, workers: int, options: dict[str, Any]) -> dict[str
     with RunningStack() as stack:
         prefix = f"incoming/bench-large/{study.name}/"
         listed = submit_study(study, f"s3://{stack.bucket}/{prefix}", marker="none")["listed"]
-        env = {
-            **os.environ,
-            **stack.env(),
-            "WORKERS": str(workers),
-            "LOG_LEVEL": "WARNING",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        }
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "devstack", "poll", stack.queue_url], env=env, cwd=ROOT, stdout=subprocess.DEVNULL
-        )
+        worker = start_poller(stack, workers)
         record_key = f"compressed/bench-large/{study.name}.result.json"
         try:
             with TreeMemorySampler(worker.pid) as mem:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -139,3 +143,17 @@ class TreeMemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def start_poller(stack: Any, encoders: int) -> subprocess.Popen[bytes]:
+    """The local stack's SQS poller (the worker's handler, as Lambda would run it) in a process
+    of its own, with ``encoders`` encoder processes, quiet: the process tree the bench measures."""
+    env = {
+        **os.environ,
+        **stack.env(),
+        "ENCODERS": str(encoders),
+        "LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+    command = [sys.executable, "-m", "devstack", "poll", stack.queue_url]
+    return subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)

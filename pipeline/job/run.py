@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.aws import client, is_transient
 from pipeline.files.errors import describe_error
@@ -28,6 +28,9 @@ from pipeline.outputs.report import put_s3_report
 from pipeline.outputs.s3 import MultipartSink, abort_stale_uploads
 from pipeline.study.source import SourceError
 from pipeline.trigger.events import StudyTrigger
+
+if TYPE_CHECKING:  # imported for real by the first study (see _compress)
+    from pipeline.engine import StudyRun
 
 
 def run_trigger(
@@ -118,7 +121,7 @@ def _compress(plan: StudyPlan, remaining_ms: Callable[[], int] | None) -> dict[s
         lock.release()
 
 
-def _succeeded(plan: StudyPlan, run: Any, started: str, store: RecordStore, s3: Any) -> dict[str, Any]:
+def _succeeded(plan: StudyPlan, run: StudyRun, started: str, store: RecordStore, s3: Any) -> dict[str, Any]:
     goal, cfg = plan.target, plan.target.cfg
     study, output = goal.locations()
     record = build_record(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydicom
 
-from tests.helpers.guards import communicate_or_fail
+from tests.helpers.guards import run_or_fail
 from tests.helpers.paths import ROOT
 
 HANG_GUARD_SECONDS = 300  # a hang guard, never an assertion about speed
@@ -24,18 +24,10 @@ FIXTURE_IMAGES = 10
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("COMPRESSION_RATE", "CODEC", "VERIFY")}
     env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+    command = [sys.executable, "-m", "pipeline", *args]
+    return run_or_fail(
+        command, cwd=cwd, env=env, timeout=HANG_GUARD_SECONDS, what=f"python -m pipeline {' '.join(args)}"
     )
-    out, err = communicate_or_fail(proc, HANG_GUARD_SECONDS, f"python -m pipeline {' '.join(args)}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def outputs(zip_path: Path) -> tuple[dict, list[str]]:

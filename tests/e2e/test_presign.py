@@ -25,7 +25,7 @@ import pytest
 
 from devstack.presign import MAX_EXPIRES, PresignError, presign_study
 from devstack.submit import file_entry, study_files
-from tests.helpers.guards import communicate_or_fail
+from tests.helpers.guards import run_or_fail
 from tests.helpers.paths import ROOT
 from tests.helpers.studies import SMALL_STUDY, natural_order
 
@@ -175,18 +175,7 @@ def test_urls_for_every_file_then_the_manifest(signing_env: None, study: Path, t
 
 # ------------------------------------------------------------------ through the local stack
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    out, err = communicate_or_fail(proc, HANG_GUARD_SECONDS, " ".join(cmd[:3]))
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return run_or_fail(cmd, cwd=cwd, env=env, timeout=HANG_GUARD_SECONDS)
 
 
 def presign_and_upload(

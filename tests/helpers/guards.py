@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -38,3 +39,22 @@ def communicate_or_fail(proc: subprocess.Popen[str], timeout: float, what: str) 
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         pytest.fail(f"{what} did not finish (hang guard)")
+
+
+def run_or_fail(
+    cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float, what: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(cmd)`` with output captured, in a session of its own, under
+    :func:`communicate_or_fail`'s hang guard."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    out, err = communicate_or_fail(proc, timeout, what or " ".join(cmd[:3]))
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

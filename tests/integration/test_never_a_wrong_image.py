@@ -29,7 +29,7 @@ from pydicom.pixels import pixel_array
 
 from bench.objects import build_multiframe
 from devstack.poller import LambdaContext, sqs_event
-from devstack.stack import provision
+from devstack.stack import LocalStack
 from pipeline.aws import client, reset_clients
 from pipeline.budget import MIB, MemoryBudget
 from pipeline.codec.base import FrameSpec
@@ -40,6 +40,8 @@ from pipeline.engine import Study, compress_study
 from pipeline.files.process import process_file
 from pipeline.outputs.record import build_record
 from pipeline.study.source import LocalStudySource
+from tests.helpers.aws import create_resources, drain, get_bytes, get_record, upload, worker_env
+from tests.helpers.studies import study_files
 
 CT_SLICE = "ct-series/ge-hispeed-head-tilt/01.dcm"
 CODECS = {"j2k": J2KCodec, "htj2k": HTJ2KCodec}
@@ -170,30 +172,19 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, dict[
     for name in list(os.environ):
         if name.startswith("AWS_") or name in ("COMPRESSION_RATE", "CODEC", "VERIFY", "ENCODERS", "WORKERS"):
             monkeypatch.delenv(name)
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_METRICS_NAMESPACE": "DicomCompression",
-        "POWERTOOLS_TRACE_DISABLED": "1",
-        "ENCODERS": "2",
-    }
-    for key, value in env.items():
+    probe = LocalStack("", "dicom-compression-test-data", "", "", "", "dicom-compression-test")
+    for key, value in {**worker_env(probe), "ENCODERS": "2"}.items():
         monkeypatch.setenv(key, value)
     reset_clients()
     with mock_aws():
-        stack = provision(client("s3"), client("sqs"), client("events"), prefix="dicom-compression-test")
-        for key, value in stack.env().items():
-            if key != "AWS_ENDPOINT_URL":
-                monkeypatch.setenv(key, value)
+        stack = create_resources(client("s3"), client("sqs"), client("events"))
         sqs, s3 = client("sqs"), client("s3")
-        sqs.purge_queue(QueueUrl=stack.queue_url)  # the s3:TestEvent
+        drain(sqs, stack.queue_url)  # the s3:TestEvent
         arn = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         from handlers import worker
 
         def run(prefix: str, files: dict[str, bytes]) -> dict[str, Any]:
-            for rel, data in files.items():
-                s3.put_object(Bucket=stack.bucket, Key=prefix + rel, Body=data)
+            upload(s3, stack.bucket, prefix, files)
             s3.put_object(Bucket=stack.bucket, Key=prefix + "_READY", Body=b"")
             messages = sqs.receive_message(
                 QueueUrl=stack.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
@@ -201,19 +192,13 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, dict[
             assert len(messages) == 1
             assert worker.handler(sqs_event(messages, arn), LambdaContext(900)) == {"batchItemFailures": []}
             out = "compressed/" + prefix[len("incoming/") :].rstrip("/")
-            record = json.loads(s3.get_object(Bucket=stack.bucket, Key=out + ".result.json")["Body"].read())
-            zipped = s3.get_object(Bucket=stack.bucket, Key=out + ".zip")["Body"].read()
-            notes = sqs.receive_message(QueueUrl=stack.notification_queue_url, MaxNumberOfMessages=10).get(
-                "Messages", []
-            )
+            record = get_record(s3, stack.bucket, out + ".result.json")
+            zipped = get_bytes(s3, stack.bucket, out + ".zip")
+            notes = drain(sqs, stack.notification_queue_url)
             return {"record": record, "zip": zipped, "events": [json.loads(m["Body"]) for m in notes]}
 
         yield run
     reset_clients()
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("codec,fault", FAULTS)
@@ -229,7 +214,7 @@ def test_s3_job_delivers_the_originals_with_a_warning(
     monkeypatch.setenv("CODEC", codec)
     monkeypatch.setenv("COMPRESSION_RATE", "0" if fault == "mismatch" else "100")
     patch_encode(monkeypatch, codec, fault)
-    out = lambda_env(f"incoming/clinic/{codec}-{fault}/", _files(root))
+    out = lambda_env(f"incoming/clinic/{codec}-{fault}/", study_files(root))
     assert out["record"]["status"] == "succeeded_with_warnings"
     with zipfile.ZipFile(io.BytesIO(out["zip"])) as zf:
         for entry in out["record"]["files"]:
@@ -249,7 +234,7 @@ def test_s3_job_keeps_a_multiframe_object_whose_one_frame_fails(
     monkeypatch.setenv("COMPRESSION_RATE", "0")
     monkeypatch.setenv("MEMORY_BUDGET_MB", "4")  # the 6 MiB object is read from S3 frame by frame
     patch_encode(monkeypatch, codec, "mismatch", only=_target_frame(volume))
-    out = lambda_env(f"incoming/clinic/{codec}-volume/", _files(root))
+    out = lambda_env(f"incoming/clinic/{codec}-volume/", study_files(root))
     _check_record(out["record"], "CBCT/volume.dcm", "mismatch")
     with zipfile.ZipFile(io.BytesIO(out["zip"])) as zf:
         assert zf.read("CBCT/volume.dcm") == volume.read_bytes()
